@@ -1,0 +1,300 @@
+"""Typed, strict pipeline configuration, loaded from TOML presets.
+
+A configuration has one table per part: ``[pipeline]``, ``[affine]``, ``[flow]``, ``[spline]``.
+Every key is typed and checked; an unknown key or a bad value raises :class:`ConfigError`
+naming it. Presets live in ``register/pipelines/<name>.toml``; a user file with the same
+tables (all keys optional) can be given instead of a preset name.
+
+Length knobs (``blurs``, ``reach``, ``sigmas``) are in the unit named by
+``pipeline.length_unit``: ``"data"`` (the points' own units, e.g. mm) or ``"relative"``
+(fractions of the target's bounding-box diagonal, scale-free). :meth:`PipelineConfig.in_data_units`
+resolves them to data units before the stages run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from register.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "pipelines"
+STAGES = ("affine", "flow", "spline")
+
+
+@dataclass(frozen=True)
+class AffineConfig:
+    """Stage 1, affine RobOT pre-alignment.
+
+    Attributes:
+        mode: ``rigid`` (rotation + translation), ``similarity`` (+ isotropic scale) or ``affine``.
+        blurs: matching blur per level, coarse to fine (length unit).
+        reach: OT reach per level (length unit; ``inf`` = balanced). One value is broadcast.
+        iterations: match-then-fit rounds per level.
+        multistart: try 24 cube rotations and 4 principal-axis alignments first, keep the best
+            (for rotations beyond ~45 degrees).
+        max_points: matching runs on at most this many points per cloud (seeded subsample).
+    """
+
+    mode: str = "affine"
+    blurs: list[float] = field(default_factory=lambda: [0.1, 0.05, 0.02])
+    reach: list[float] = field(default_factory=lambda: [math.inf])
+    iterations: int = 3
+    multistart: bool = False
+    max_points: int = 3000
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Stage 2, deep point-flow prediction (network weights are not shipped yet).
+
+    Attributes:
+        model: name of the shipped model to use.
+    """
+
+    model: str = "lung"
+
+
+@dataclass(frozen=True)
+class SplineConfig:
+    """Stage 3, spline RobOT post-processing.
+
+    Attributes:
+        sigmas: Gaussian kernel width of the fitted field per level, coarse to fine (length unit).
+        blurs: matching blur per level (length unit).
+        reach: OT reach per level (length unit; ``inf`` = balanced). One value is broadcast.
+        iterations: match-then-fit rounds per level.
+        regularization: weight of the smoothness (RKHS norm) term, relative to the data
+            term (dimensionless; larger is smoother).
+        max_controls: at most this many control points carry the field.
+        max_points: matching runs on at most this many points per cloud.
+    """
+
+    sigmas: list[float] = field(default_factory=lambda: [0.2, 0.1, 0.05])
+    blurs: list[float] = field(default_factory=lambda: [0.04, 0.02, 0.01])
+    reach: list[float] = field(default_factory=lambda: [math.inf])
+    iterations: int = 1
+    regularization: float = 1e-3
+    max_controls: int = 2000
+    max_points: int = 6000
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of the whole run.
+
+    Attributes:
+        stages: stages to run, in pipeline order (subset of ``affine``, ``flow``, ``spline``).
+        length_unit: ``data`` or ``relative`` (see module docstring).
+        weights: name of a point attribute used as per-point mass ("" = uniform).
+        backend: kernel backend, ``auto``, ``dense`` or ``keops``.
+        scaling: ratio of successive blurs in Sinkhorn's epsilon-scaling, in (0, 1).
+        tol: Sinkhorn stops when potentials move less than ``tol * blur^2``.
+        max_iter: cap on Sinkhorn iterations at the final blur.
+    """
+
+    stages: list[str] = field(default_factory=lambda: ["affine", "spline"])
+    length_unit: str = "relative"
+    weights: str = ""
+    backend: str = "auto"
+    scaling: float = 0.6
+    tol: float = 1e-3
+    max_iter: int = 50
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The whole configuration: one table per part."""
+
+    pipeline: RunConfig = field(default_factory=RunConfig)
+    affine: AffineConfig = field(default_factory=AffineConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    spline: SplineConfig = field(default_factory=SplineConfig)
+
+    def in_data_units(self, diameter: float) -> PipelineConfig:
+        """Lengths multiplied by ``diameter`` when ``length_unit == "relative"``."""
+        if self.pipeline.length_unit == "data":
+            return self
+        scale = diameter
+
+        def scaled(values: list[float]) -> list[float]:
+            return [v * scale for v in values]
+
+        return replace(
+            self,
+            pipeline=replace(self.pipeline, length_unit="data"),
+            affine=replace(self.affine, blurs=scaled(self.affine.blurs), reach=scaled(self.affine.reach)),
+            spline=replace(
+                self.spline, sigmas=scaled(self.spline.sigmas), blurs=scaled(self.spline.blurs),
+                reach=scaled(self.spline.reach),
+            ),
+        )
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- validation
+
+_CHOICES = {
+    ("pipeline", "length_unit"): ("data", "relative"),
+    ("pipeline", "backend"): ("auto", "dense", "keops"),
+    ("affine", "mode"): ("rigid", "similarity", "affine"),
+}
+_POSITIVE_LISTS = {("affine", "blurs"), ("affine", "reach"), ("spline", "sigmas"), ("spline", "blurs"),
+                   ("spline", "reach")}
+
+
+def _coerce(where: str, value: Any, hint: Any) -> Any:
+    origin = get_origin(hint)
+    if origin is list:
+        (item,) = get_args(hint)
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{where}: expected a non-empty list, got {value!r}")
+        return [_coerce(f"{where}[{i}]", v, item) for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover - programming error
+
+
+def _check_values(cfg: PipelineConfig, origin: str) -> None:
+    for (table, key), choices in _CHOICES.items():
+        value = getattr(getattr(cfg, table), key)
+        if value not in choices:
+            raise ConfigError(f"{origin}: {table}.{key} = {value!r}; choose one of {', '.join(choices)}")
+    for table, key in _POSITIVE_LISTS:
+        values = getattr(getattr(cfg, table), key)
+        if any(not v > 0 for v in values):
+            raise ConfigError(f"{origin}: {table}.{key} = {values}: every value must be > 0")
+    for table, n_key in (("affine", "blurs"), ("spline", "blurs")):
+        n = len(getattr(getattr(cfg, table), n_key))
+        for key in ("reach", "sigmas") if table == "spline" else ("reach",):
+            m = len(getattr(getattr(cfg, table), key))
+            if m not in (1, n):
+                raise ConfigError(
+                    f"{origin}: {table}.{key} has {m} values but {table}.blurs has {n}; give one value or {n}"
+                )
+    unknown = [s for s in cfg.pipeline.stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"{origin}: pipeline.stages: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+    if len(set(cfg.pipeline.stages)) != len(cfg.pipeline.stages) or cfg.pipeline.stages != [
+        s for s in STAGES if s in cfg.pipeline.stages
+    ]:
+        raise ConfigError(
+            f"{origin}: pipeline.stages = {cfg.pipeline.stages}: each stage at most once, in the order "
+            f"{' -> '.join(STAGES)}"
+        )
+    if not 0 < cfg.pipeline.scaling < 1:
+        raise ConfigError(f"{origin}: pipeline.scaling = {cfg.pipeline.scaling}: must be in (0, 1)")
+    for table, key in (("pipeline", "tol"), ("spline", "regularization")):
+        if not getattr(getattr(cfg, table), key) > 0:
+            raise ConfigError(f"{origin}: {table}.{key} must be > 0")
+    for table, key in (("pipeline", "max_iter"), ("affine", "iterations"), ("affine", "max_points"),
+                       ("spline", "iterations"), ("spline", "max_controls"), ("spline", "max_points")):
+        if getattr(getattr(cfg, table), key) < 1:
+            raise ConfigError(f"{origin}: {table}.{key} must be >= 1")
+
+
+def from_dict(data: dict[str, Any], origin: str = "config", base: PipelineConfig | None = None) -> PipelineConfig:
+    """Build a checked :class:`PipelineConfig` from nested tables, over ``base`` (defaults)."""
+    base = base or PipelineConfig()
+    tables = {f.name: f for f in fields(PipelineConfig)}
+    updates = {}
+    for table, values in data.items():
+        if table not in tables:
+            raise ConfigError(f"{origin}: unknown table [{table}]; known tables: {', '.join(tables)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: [{table}] must be a table of keys")
+        current = getattr(base, table)
+        hints = get_type_hints(type(current))
+        changes = {}
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(
+                    f"{origin}: unknown key '{table}.{key}'; known keys of [{table}]: {', '.join(hints)}"
+                )
+            changes[key] = _coerce(f"{origin}: {table}.{key}", value, hints[key])
+        updates[table] = replace(current, **changes)
+    cfg = replace(base, **updates)
+    _check_values(cfg, origin)
+    return cfg
+
+
+def preset_names() -> list[str]:
+    """Names of the bundled presets (``default``, ``lung``, ...)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_config(name_or_path: str = "default") -> PipelineConfig:
+    """Load a bundled preset by name, or a TOML file by path; strict (see module docstring)."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = PRESET_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise ConfigError(
+                f"--pipeline: unknown preset '{name_or_path}'; choose one of {', '.join(preset_names())} "
+                "or give a path to a .toml file"
+            )
+    elif not path.is_file():
+        raise ConfigError(f"--pipeline: file {path} not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_dict(data, origin=str(path))
+
+
+def with_overrides(cfg: PipelineConfig, assignments: list[str]) -> PipelineConfig:
+    """Apply ``table.key=value`` overrides (values parsed as TOML, e.g. ``affine.mode="rigid"``)."""
+    data: dict[str, dict[str, Any]] = {}
+    for item in assignments:
+        dotted, sep, raw = item.partition("=")
+        table, dot, key = dotted.strip().partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--set {item!r}: expected TABLE.KEY=VALUE, e.g. --set affine.mode=rigid")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()  # a bare word is taken as a string: affine.mode=rigid
+        data.setdefault(table, {})[key] = value
+    return from_dict(data, origin="--set", base=cfg)
+
+
+def to_toml(cfg: PipelineConfig) -> str:
+    """Serialise ``cfg`` as TOML (the resolved configuration written next to every result)."""
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float):
+            return "inf" if math.isinf(value) else repr(value)
+        if isinstance(value, str):
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(value, list):
+            return "[" + ", ".join(fmt(v) for v in value) + "]"
+        return str(value)
+
+    lines = []
+    for table, values in cfg.to_dict().items():
+        lines.append(f"[{table}]")
+        lines.extend(f"{key} = {fmt(value)}" for key, value in values.items())
+        lines.append("")
+    return "\n".join(lines)

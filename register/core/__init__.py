@@ -1,0 +1,1 @@
+"""Core data types: point clouds and transforms (no I/O, no CLI)."""

@@ -1,0 +1,111 @@
+"""Weighted least-squares fits of affine maps to matched point pairs (numpy, float64).
+
+Given pairs ``x_i -> y_i`` with weights ``w_i >= 0``, find ``T(x) = A x + t`` minimising
+``sum_i w_i |A x_i + t - y_i|^2`` under the mode's constraint:
+
+* ``rigid``: ``A = R`` a rotation (weighted Procrustes / Kabsch);
+* ``similarity``: ``A = s R`` (Umeyama 1991, eq. 40-42);
+* ``affine``: ``A`` free (weighted normal equations).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from register.core.transforms import Affine
+from register.errors import InputError
+
+MODES = ("rigid", "similarity", "affine")
+
+
+def _weighted_moments(x: np.ndarray, y: np.ndarray, w: np.ndarray):
+    total = w.sum()
+    if not total > 0:
+        raise InputError("cannot fit a transform: every match has zero confidence (reach too small?)")
+    w = w / total
+    mu_x, mu_y = w @ x, w @ y
+    xc, yc = x - mu_x, y - mu_y
+    return w, mu_x, mu_y, xc, yc
+
+
+def fit_affine(x: np.ndarray, y: np.ndarray, w: np.ndarray, mode: str) -> Affine:
+    """Fit ``T`` with ``T(x_i) ~ y_i``.
+
+    Args:
+        x: ``(N, D)`` source points; y: ``(N, D)`` matched targets (same units).
+        w: ``(N,)`` non-negative weights (confidence times mass).
+        mode: ``rigid``, ``similarity`` or ``affine``.
+
+    Returns:
+        The fitted :class:`Affine`.
+    """
+    if mode not in MODES:
+        raise InputError(f"affine.mode = {mode!r}; choose one of {', '.join(MODES)}")
+    w, mu_x, mu_y, xc, yc = _weighted_moments(x, y, w)
+    dim = x.shape[1]
+    if mode == "affine":
+        # Normal equations: A (sum w xc xc^T) = sum w yc xc^T; a tiny ridge keeps planar
+        # or degenerate clouds solvable.
+        sxx = (xc * w[:, None]).T @ xc
+        syx = (yc * w[:, None]).T @ xc
+        ridge = 1e-12 * np.trace(sxx) * np.eye(dim)
+        matrix = np.linalg.solve(sxx + ridge, syx.T).T
+    else:
+        # Umeyama: Sigma = sum w yc xc^T = U S V^T, R = U diag(1, .., det(U V^T)) V^T.
+        sigma = (yc * w[:, None]).T @ xc
+        u, s, vt = np.linalg.svd(sigma)
+        d = np.ones(dim)
+        d[-1] = np.sign(np.linalg.det(u @ vt)) or 1.0
+        rotation = (u * d) @ vt
+        scale = 1.0
+        if mode == "similarity":
+            var_x = float((w * (xc**2).sum(1)).sum())
+            scale = float((s * d).sum() / var_x) if var_x > 0 else 1.0
+        matrix = scale * rotation
+    return Affine(matrix, mu_y - matrix @ mu_x)
+
+
+def rotation_angle_deg(r: np.ndarray) -> float:
+    """Angle of a 3-D rotation matrix, degrees (for reporting errors)."""
+    c = (np.trace(r) - 1) / 2
+    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+
+
+def cube_rotations() -> list[np.ndarray]:
+    """The 24 proper rotations mapping the coordinate axes onto themselves (signed permutations, det +1).
+
+    Every rotation lies within ~62.8 degrees of one of them: multi-start candidates.
+    """
+    import itertools
+
+    out = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            r = np.zeros((3, 3))
+            r[range(3), perm] = signs
+            if np.linalg.det(r) > 0:
+                out.append(r)
+    return out
+
+
+def principal_axes_rotations(x: np.ndarray, y: np.ndarray, wx: np.ndarray, wy: np.ndarray) -> list[np.ndarray]:
+    """The 4 proper rotations aligning the principal axes of ``x`` with those of ``y``.
+
+    Args:
+        x: ``(N, 3)``; y: ``(M, 3)``; wx: ``(N,)``; wy: ``(M,)`` masses.
+    """
+
+    def axes(p: np.ndarray, w: np.ndarray) -> np.ndarray:
+        w = w / w.sum()
+        pc = p - w @ p
+        _, vecs = np.linalg.eigh((pc * w[:, None]).T @ pc)
+        return vecs  # columns sorted by increasing variance
+
+    ex, ey = axes(x, wx), axes(y, wy)
+    out = []
+    for s in ((1, 1, 1), (1, -1, -1), (-1, 1, -1), (-1, -1, 1)):
+        r = (ey * np.array(s)) @ ex.T
+        if np.linalg.det(r) < 0:
+            r = (ey * -np.array(s)) @ ex.T
+        out.append(r)
+    return out

@@ -1,0 +1,1 @@
+"""The three stages of the pipeline: one public function each, plus its result type."""

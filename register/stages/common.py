@@ -1,0 +1,48 @@
+"""What the OT stages share: the matching settings and the torch conversion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from register.ot import Matches, robust_match
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """Sinkhorn settings shared by every matching call of a run.
+
+    Attributes:
+        backend: ``dense`` or ``keops`` (already resolved from ``auto``).
+        device: torch device string (``cpu``, ``cuda``, ``cuda:1``).
+        scaling: epsilon-scaling ratio; tol: convergence tolerance (x eps); max_iter: cap.
+    """
+
+    backend: str = "dense"
+    device: str = "cpu"
+    scaling: float = 0.6
+    tol: float = 1e-3
+    max_iter: int = 50
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        """``array`` as a float32 tensor on the run's device."""
+        return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=self.device)
+
+    def match(self, x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, blur: float, reach: float) -> Matches:
+        """:func:`register.ot.robust_match` on numpy inputs (data units)."""
+        return robust_match(
+            self.tensor(x), self.tensor(y), self.tensor(a), self.tensor(b), blur=blur, reach=reach,
+            scaling=self.scaling, tol=self.tol, max_iter=self.max_iter, backend=self.backend,
+        )
+
+
+def per_level(values: list[float], n_levels: int) -> list[float]:
+    """Broadcast a one-value list to ``n_levels`` values (config lists are 1 or n long)."""
+    return list(values) * n_levels if len(values) == 1 else list(values)
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A float64 numpy copy of a tensor on any device."""
+    return t.detach().to("cpu", torch.float64).numpy()
