@@ -101,9 +101,9 @@ class RunConfig:
     length_unit: str = "relative"
     weights: str = ""
     backend: str = "auto"
-    scaling: float = 0.6
+    scaling: float = 0.5
     tol: float = 1e-3
-    max_iter: int = 50
+    max_iter: int = 10
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ class MatchSettings:
 
     backend: str = "dense"
     device: str = "cpu"
-    scaling: float = 0.6
+    scaling: float = 0.5
     tol: float = 1e-3
-    max_iter: int = 50
+    max_iter: int = 10
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
         """``array`` as a float32 tensor on the run's device."""

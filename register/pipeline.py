@@ -1,0 +1,192 @@
+"""``register(source, target, config) -> Result``: chains the stages.
+
+affine RobOT  ->  (flow network slot)  ->  spline RobOT
+
+Each stage sees the source as moved by the previous ones; the result is one
+:class:`~register.core.transforms.Composite` transform, source frame -> target frame,
+in the data's own units.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from register.config import PipelineConfig, load_config
+from register.core.pointcloud import PointCloud
+from register.core.transforms import Affine, Composite
+from register.errors import InputError
+from register.kernels.select import choose_backend
+from register.metrics import chamfer
+from register.stages.affine import affine_robot
+from register.stages.common import MatchSettings
+from register.stages.flow import flow_predict
+from register.stages.spline import spline_robot
+
+log = logging.getLogger(__name__)
+
+MIN_POINTS = 4  # fewer points cannot determine a 3-D affine map
+
+
+@dataclass
+class Result:
+    """What :func:`register` returns.
+
+    Attributes:
+        transform: source frame -> target frame (apply it to any points of the source space).
+        warped: ``(N, D)`` the source points moved into the target frame, data units.
+        displacement: ``(N, D)`` ``warped - source``, data units.
+        confidence: ``(N,)`` transported-mass ratio of each source point at the last matching
+            (1 = fully matched, 0 = treated as an outlier); points outside the matched
+            subsample take their nearest matched neighbour's value.
+        stages: per stage run: name, seconds and the stage's level reports.
+        metrics: counts, residuals before/after (chamfer, data units, lower is better),
+            backend and device.
+        config: the configuration that ran, lengths resolved to data units.
+    """
+
+    transform: Composite
+    warped: np.ndarray
+    displacement: np.ndarray
+    confidence: np.ndarray
+    stages: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    config: PipelineConfig | None = None
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; checks an explicit CUDA request."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InputError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def masses(cloud: PointCloud, name: str) -> np.ndarray:
+    """Per-point masses ``(N,)``: uniform, or the point attribute ``name`` (e.g. vessel radius)."""
+    if not name:
+        return np.ones(len(cloud))
+    if name not in cloud.point_data:
+        known = ", ".join(sorted(cloud.point_data)) or "none"
+        raise InputError(f"{cloud.label}: --weights {name}: no such point attribute (available: {known})")
+    w = np.asarray(cloud.point_data[name], dtype=np.float64)
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.ndim != 1:
+        raise InputError(f"{cloud.label}: --weights {name}: attribute has shape {w.shape}, expected one value per point")
+    if not np.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
+        raise InputError(f"{cloud.label}: --weights {name}: masses must be finite, >= 0, with a positive sum")
+    return w
+
+
+def _as_cloud(points, what: str) -> PointCloud:
+    cloud = points if isinstance(points, PointCloud) else PointCloud(np.asarray(points), path=what)
+    p = cloud.points
+    if p.ndim != 2 or p.shape[1] not in (2, 3):
+        raise InputError(f"{cloud.label}: expected (N, 3) points (or (N, 2)), got shape {p.shape}")
+    if len(p) < MIN_POINTS:
+        raise InputError(f"{cloud.label}: {len(p)} points; registration needs at least {MIN_POINTS}")
+    if not np.isfinite(p).all():
+        raise InputError(f"{cloud.label}: coordinates contain NaN or Inf; clean the file first")
+    return cloud
+
+
+def register(
+    source: PointCloud | np.ndarray,
+    target: PointCloud | np.ndarray,
+    config: PipelineConfig | str = "default",
+    *,
+    init: Affine | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    on_stage: Callable[[str, str], None] | None = None,
+) -> Result:
+    """Register ``source`` onto ``target``.
+
+    Args:
+        source: ``(N, D)`` points or a :class:`PointCloud` (D = 3, or 2), data units.
+        target: ``(M, D)`` points or a :class:`PointCloud`, same units and dimension.
+        config: a :class:`PipelineConfig` or a preset name / TOML path.
+        init: initial affine map (replaces the multi-start / identity start of stage 1).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        seed: seed of every random subsample (results are reproducible for a seed).
+        on_stage: called as ``on_stage(name, "start" | "done")`` (the CLI's progress display).
+
+    Returns:
+        :class:`Result`.
+    """
+    cfg = load_config(config) if isinstance(config, str) else config
+    src, tgt = _as_cloud(source, "source"), _as_cloud(target, "target")
+    if src.points.shape[1] != tgt.points.shape[1]:
+        raise InputError(
+            f"{src.label} is {src.points.shape[1]}-D but {tgt.label} is {tgt.points.shape[1]}-D; "
+            "both clouds must have the same dimension"
+        )
+    device = resolve_device(device)
+    x, y = src.points, tgt.points
+    a, b = masses(src, cfg.pipeline.weights), masses(tgt, cfg.pipeline.weights)
+    diameter = float(np.linalg.norm(y.max(0) - y.min(0))) or 1.0
+    cfg = cfg.in_data_units(diameter)
+    n_match = max(min(len(x), cfg.spline.max_points), min(len(x), cfg.affine.max_points))
+    m_match = max(min(len(y), cfg.spline.max_points), min(len(y), cfg.affine.max_points))
+    choice = choose_backend(n_match, m_match, device, cfg.pipeline.backend)
+    log.info("backend %s (%s), device %s", choice.name, choice.reason, device)
+    ms = MatchSettings(choice.name, device, cfg.pipeline.scaling, cfg.pipeline.tol, cfg.pipeline.max_iter)
+    rng = np.random.default_rng(seed)
+    notify = on_stage or (lambda name, state: None)
+
+    steps: list = [init] if init is not None and "affine" not in cfg.pipeline.stages else []
+    current = init.apply(x) if steps else x
+    stages: list[dict] = []
+    confidence, conf_points = np.ones(len(x)), None
+    for name in cfg.pipeline.stages:
+        notify(name, "start")
+        t0 = time.perf_counter()
+        if name == "affine":
+            res = affine_robot(x, y, a, b, cfg.affine, ms, rng=rng, init=init)
+            steps.append(res.transform)
+            current = res.transform.apply(x)
+            stages.append({"name": name, "seconds": time.perf_counter() - t0, "cost": res.cost,
+                           "matrix": res.transform.matrix.tolist(),
+                           "translation": res.transform.translation.tolist(),
+                           "multistart_choice": res.start, "levels": res.levels})
+        elif name == "flow":
+            flow_predict(cfg.flow)
+        elif name == "spline":
+            res = spline_robot(current, y, a, b, cfg.spline, ms, rng=rng)
+            steps.extend(res.fields)
+            confidence_sub, conf_points = res.confidence, res.indices
+            current = Composite(res.fields).apply(current)
+            stages.append({"name": name, "seconds": time.perf_counter() - t0, "cost": res.cost,
+                           "levels": res.levels})
+        notify(name, "done")
+    if conf_points is not None:
+        # Spread the subsample's confidences to every point by nearest neighbour.
+        nearest = cKDTree(x[conf_points]).query(x, k=1, workers=-1)[1]
+        confidence = confidence_sub[nearest]
+    transform = Composite(steps)
+    warped = transform.apply(x) if steps else x.copy()
+    metrics = {
+        "source_points": len(x),
+        "target_points": len(y),
+        "dimension": x.shape[1],
+        "seed": seed,
+        "device": device,
+        "backend": choice.name,
+        "backend_reason": choice.reason,
+        "target_diameter": diameter,
+        "chamfer_before": chamfer(x, y),
+        "chamfer_after": chamfer(warped, y),
+        "stage_seconds": {s["name"]: s["seconds"] for s in stages},
+    }
+    return Result(transform, warped, warped - x, confidence, stages, metrics, cfg)
