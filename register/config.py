@@ -34,7 +34,8 @@ class AffineConfig:
         mode: ``rigid`` (rotation + translation), ``similarity`` (+ isotropic scale) or ``affine``.
         blurs: matching blur per level, coarse to fine (length unit).
         reach: OT reach per level (length unit; ``inf`` = balanced). One value is broadcast.
-        iterations: match-then-fit rounds per level.
+        iterations: at most this many match-then-fit rounds per level (a level stops once no
+            point moves by more than 1 % of its blur).
         multistart: try 24 cube rotations and 4 principal-axis alignments first, keep the best
             (for rotations beyond ~45 degrees).
         max_points: matching runs on at most this many points per cloud (seeded subsample).
@@ -43,7 +44,7 @@ class AffineConfig:
     mode: str = "affine"
     blurs: list[float] = field(default_factory=lambda: [0.1, 0.05, 0.02])
     reach: list[float] = field(default_factory=lambda: [math.inf])
-    iterations: int = 3
+    iterations: int = 10
     multistart: bool = False
     max_points: int = 3000
 
@@ -91,6 +92,11 @@ class RunConfig:
         stages: stages to run, in pipeline order (subset of ``affine``, ``flow``, ``spline``).
         length_unit: ``data`` or ``relative`` (see module docstring).
         weights: name of a point attribute used as per-point mass ("" = uniform).
+        weights_optional: when true, clouds without the ``weights`` attribute get uniform
+            masses (logged and recorded in the metrics); when false that is an error.
+        mass: ``total`` (each cloud has total mass 1: clouds of different densities) or
+            ``point`` (one unit of mass per point in both clouds: extra target points such
+            as outliers or clutter add mass instead of diluting the inliers).
         backend: kernel backend, ``auto``, ``dense`` or ``keops``.
         scaling: ratio of successive blurs in Sinkhorn's epsilon-scaling, in (0, 1).
         tol: Sinkhorn stops when potentials move less than ``tol * blur^2``.
@@ -100,6 +106,8 @@ class RunConfig:
     stages: list[str] = field(default_factory=lambda: ["affine", "spline"])
     length_unit: str = "relative"
     weights: str = ""
+    weights_optional: bool = False
+    mass: str = "total"
     backend: str = "auto"
     scaling: float = 0.5
     tol: float = 1e-3
@@ -129,7 +137,9 @@ class PipelineConfig:
             pipeline=replace(self.pipeline, length_unit="data"),
             affine=replace(self.affine, blurs=scaled(self.affine.blurs), reach=scaled(self.affine.reach)),
             spline=replace(
-                self.spline, sigmas=scaled(self.spline.sigmas), blurs=scaled(self.spline.blurs),
+                self.spline,
+                sigmas=scaled(self.spline.sigmas),
+                blurs=scaled(self.spline.blurs),
                 reach=scaled(self.spline.reach),
             ),
         )
@@ -143,10 +153,16 @@ class PipelineConfig:
 _CHOICES = {
     ("pipeline", "length_unit"): ("data", "relative"),
     ("pipeline", "backend"): ("auto", "dense", "keops"),
+    ("pipeline", "mass"): ("total", "point"),
     ("affine", "mode"): ("rigid", "similarity", "affine"),
 }
-_POSITIVE_LISTS = {("affine", "blurs"), ("affine", "reach"), ("spline", "sigmas"), ("spline", "blurs"),
-                   ("spline", "reach")}
+_POSITIVE_LISTS = {
+    ("affine", "blurs"),
+    ("affine", "reach"),
+    ("spline", "sigmas"),
+    ("spline", "blurs"),
+    ("spline", "reach"),
+}
 
 
 def _coerce(where: str, value: Any, hint: Any) -> Any:
@@ -194,7 +210,9 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
                 )
     unknown = [s for s in cfg.pipeline.stages if s not in STAGES]
     if unknown:
-        raise ConfigError(f"{origin}: pipeline.stages: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+        raise ConfigError(
+            f"{origin}: pipeline.stages: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}"
+        )
     if len(set(cfg.pipeline.stages)) != len(cfg.pipeline.stages) or cfg.pipeline.stages != [
         s for s in STAGES if s in cfg.pipeline.stages
     ]:
@@ -207,13 +225,21 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
     for table, key in (("pipeline", "tol"), ("spline", "regularization")):
         if not getattr(getattr(cfg, table), key) > 0:
             raise ConfigError(f"{origin}: {table}.{key} must be > 0")
-    for table, key in (("pipeline", "max_iter"), ("affine", "iterations"), ("affine", "max_points"),
-                       ("spline", "iterations"), ("spline", "max_controls"), ("spline", "max_points")):
+    for table, key in (
+        ("pipeline", "max_iter"),
+        ("affine", "iterations"),
+        ("affine", "max_points"),
+        ("spline", "iterations"),
+        ("spline", "max_controls"),
+        ("spline", "max_points"),
+    ):
         if getattr(getattr(cfg, table), key) < 1:
             raise ConfigError(f"{origin}: {table}.{key} must be >= 1")
 
 
-def from_dict(data: dict[str, Any], origin: str = "config", base: PipelineConfig | None = None) -> PipelineConfig:
+def from_dict(
+    data: dict[str, Any], origin: str = "config", base: PipelineConfig | None = None
+) -> PipelineConfig:
     """Build a checked :class:`PipelineConfig` from nested tables, over ``base`` (defaults)."""
     base = base or PipelineConfig()
     tables = {f.name: f for f in fields(PipelineConfig)}

@@ -83,7 +83,9 @@ def masses(cloud: PointCloud, name: str) -> np.ndarray:
     if w.ndim == 2 and w.shape[1] == 1:
         w = w[:, 0]
     if w.ndim != 1:
-        raise InputError(f"{cloud.label}: --weights {name}: attribute has shape {w.shape}, expected one value per point")
+        raise InputError(
+            f"{cloud.label}: --weights {name}: attribute has shape {w.shape}, expected one value per point"
+        )
     if not np.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
         raise InputError(f"{cloud.label}: --weights {name}: masses must be finite, >= 0, with a positive sum")
     return w
@@ -134,14 +136,20 @@ def register(
         )
     device = resolve_device(device)
     x, y = src.points, tgt.points
-    a, b = masses(src, cfg.pipeline.weights), masses(tgt, cfg.pipeline.weights)
+    weights = cfg.pipeline.weights
+    if weights and cfg.pipeline.weights_optional and not all(weights in c.point_data for c in (src, tgt)):
+        log.warning("attribute '%s' missing from a cloud: uniform masses (the preset allows it)", weights)
+        weights = ""
+    a, b = masses(src, weights), masses(tgt, weights)
     diameter = float(np.linalg.norm(y.max(0) - y.min(0))) or 1.0
     cfg = cfg.in_data_units(diameter)
     n_match = max(min(len(x), cfg.spline.max_points), min(len(x), cfg.affine.max_points))
     m_match = max(min(len(y), cfg.spline.max_points), min(len(y), cfg.affine.max_points))
     choice = choose_backend(n_match, m_match, device, cfg.pipeline.backend)
     log.info("backend %s (%s), device %s", choice.name, choice.reason, device)
-    ms = MatchSettings(choice.name, device, cfg.pipeline.scaling, cfg.pipeline.tol, cfg.pipeline.max_iter)
+    ms = MatchSettings(
+        choice.name, device, cfg.pipeline.scaling, cfg.pipeline.tol, cfg.pipeline.max_iter, cfg.pipeline.mass
+    )
     rng = np.random.default_rng(seed)
     notify = on_stage or (lambda name, state: None)
 
@@ -156,10 +164,17 @@ def register(
             res = affine_robot(x, y, a, b, cfg.affine, ms, rng=rng, init=init)
             steps.append(res.transform)
             current = res.transform.apply(x)
-            stages.append({"name": name, "seconds": time.perf_counter() - t0, "cost": res.cost,
-                           "matrix": res.transform.matrix.tolist(),
-                           "translation": res.transform.translation.tolist(),
-                           "multistart_choice": res.start, "levels": res.levels})
+            stages.append(
+                {
+                    "name": name,
+                    "seconds": time.perf_counter() - t0,
+                    "cost": res.cost,
+                    "matrix": res.transform.matrix.tolist(),
+                    "translation": res.transform.translation.tolist(),
+                    "multistart_choice": res.start,
+                    "levels": res.levels,
+                }
+            )
         elif name == "flow":
             flow_predict(cfg.flow)
         elif name == "spline":
@@ -167,8 +182,9 @@ def register(
             steps.extend(res.fields)
             confidence_sub, conf_points = res.confidence, res.indices
             current = Composite(res.fields).apply(current)
-            stages.append({"name": name, "seconds": time.perf_counter() - t0, "cost": res.cost,
-                           "levels": res.levels})
+            stages.append(
+                {"name": name, "seconds": time.perf_counter() - t0, "cost": res.cost, "levels": res.levels}
+            )
         notify(name, "done")
     if conf_points is not None:
         # Spread the subsample's confidences to every point by nearest neighbour.
@@ -184,6 +200,7 @@ def register(
         "device": device,
         "backend": choice.name,
         "backend_reason": choice.reason,
+        "weights": weights or "uniform",
         "target_diameter": diameter,
         "chamfer_before": chamfer(x, y),
         "chamfer_after": chamfer(warped, y),

@@ -88,7 +88,9 @@ def cube_rotations() -> list[np.ndarray]:
     return out
 
 
-def principal_axes_rotations(x: np.ndarray, y: np.ndarray, wx: np.ndarray, wy: np.ndarray) -> list[np.ndarray]:
+def principal_axes_rotations(
+    x: np.ndarray, y: np.ndarray, wx: np.ndarray, wy: np.ndarray
+) -> list[np.ndarray]:
     """The 4 proper rotations aligning the principal axes of ``x`` with those of ``y``.
 
     Args:

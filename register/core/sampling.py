@@ -10,3 +10,18 @@ def subsample_indices(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     if n <= k:
         return np.arange(n)
     return np.sort(rng.choice(n, size=k, replace=False))
+
+
+def subsample(
+    points: np.ndarray, masses: np.ndarray, k: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """At most ``k`` of ``points (N, D)`` with their ``masses (N,)`` scaled by ``N / k``.
+
+    Each kept point stands for ``N / k`` points, so the total mass is preserved in
+    expectation and clouds of different sizes keep comparable totals.
+
+    Returns:
+        ``(points (k, D), masses (k,), indices (k,))``.
+    """
+    idx = subsample_indices(len(points), k, rng)
+    return points[idx], masses[idx] * (len(points) / len(idx)), idx

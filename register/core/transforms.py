@@ -147,8 +147,11 @@ class Affine(Transform):
         return Affine(self.matrix @ first.matrix, self.matrix @ first.translation + self.translation)
 
     def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
-        return {prefix + "kind": np.array(self.kind), prefix + "matrix": self.matrix,
-                prefix + "translation": self.translation}
+        return {
+            prefix + "kind": np.array(self.kind),
+            prefix + "matrix": self.matrix,
+            prefix + "translation": self.translation,
+        }
 
     @classmethod
     def _from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> Affine:
@@ -192,8 +195,10 @@ class KernelField(Transform):
         # Centre on the controls so that the float64 cost stays well conditioned.
         centre = self.controls.mean(0)
         v = kernel_product(
-            torch.from_numpy(points - centre), torch.from_numpy(self.controls - centre),
-            torch.from_numpy(self.weights), self.sigmas,
+            torch.from_numpy(points - centre),
+            torch.from_numpy(self.controls - centre),
+            torch.from_numpy(self.weights),
+            self.sigmas,
         )
         return v.numpy()
 
@@ -202,8 +207,12 @@ class KernelField(Transform):
         return points + self.displacement(points)
 
     def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
-        return {prefix + "kind": np.array(self.kind), prefix + "controls": self.controls,
-                prefix + "weights": self.weights, prefix + "sigmas": np.array(self.sigmas)}
+        return {
+            prefix + "kind": np.array(self.kind),
+            prefix + "controls": self.controls,
+            prefix + "weights": self.weights,
+            prefix + "sigmas": np.array(self.sigmas),
+        }
 
     @classmethod
     def _from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> KernelField:

@@ -48,6 +48,19 @@ class Matches:
     converged: bool
 
 
+def normalise_masses(
+    x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor | None, mass: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masses ``a (N,)`` and ``b (M,)`` scaled as ``mass`` says (see :func:`robust_match`)."""
+    a = torch.ones(len(x), dtype=x.dtype, device=x.device) if a is None else a
+    b = torch.ones(len(y), dtype=y.dtype, device=y.device) if b is None else b
+    if mass == "total":
+        return a / a.sum(), b / b.sum()
+    if mass == "point":
+        return a / a.sum(), b / a.sum()
+    raise ValueError(f"mass must be 'total' or 'point', got {mass!r}")
+
+
 def robust_match(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -60,14 +73,17 @@ def robust_match(
     tol: float = 1e-3,
     max_iter: int = 200,
     backend: str = "dense",
+    mass: str = "total",
 ) -> Matches:
     """Match ``x`` onto ``y`` by unbalanced OT.
 
     Args:
         x: ``(N, D)`` source points, data units L.
         y: ``(M, D)`` target points, L.
-        a: ``(N,)`` source masses (default uniform); b: ``(M,)`` target masses. Each is
-            normalised to sum 1.
+        a: ``(N,)`` source masses (default uniform); b: ``(M,)`` target masses.
+        mass: ``"total"``: each cloud has total mass 1; ``"point"``: masses are in the same
+            unit in both clouds (both divided by the source's total), so extra target points
+            (outliers) add mass instead of diluting the inliers.
         blur: finest detail resolved by the matching, L.
         reach: largest displacement treated as a match, L (``inf``: balanced).
         scaling, tol, max_iter, backend: see :func:`register.ot.sinkhorn.sinkhorn`.
@@ -75,8 +91,7 @@ def robust_match(
     Returns:
         :class:`Matches` in data units.
     """
-    a = torch.full((len(x),), 1.0 / len(x), dtype=x.dtype, device=x.device) if a is None else a / a.sum()
-    b = torch.full((len(y),), 1.0 / len(y), dtype=y.dtype, device=y.device) if b is None else b / b.sum()
+    a, b = normalise_masses(x, y, a, b, mass)
     # Normalise: centre on the joint bounding box, divide by its diagonal.
     both = torch.cat([x, y])
     lo, hi = both.min(0).values, both.max(0).values
@@ -86,8 +101,17 @@ def robust_match(
     blur_n, reach_n = blur / scale, reach / scale
 
     res = sinkhorn(
-        xn, yn, a, b, blur=blur_n, reach=reach_n, diameter=1.0, scaling=scaling, tol=tol,
-        max_iter=max_iter, backend=backend,
+        xn,
+        yn,
+        a,
+        b,
+        blur=blur_n,
+        reach=reach_n,
+        diameter=1.0,
+        scaling=scaling,
+        tol=tol,
+        max_iter=max_iter,
+        backend=backend,
     )
     eps = res.eps
     # log sum_j b_j exp((g_j - C_ij)/eps) and the barycentres, in one pass.

@@ -20,13 +20,14 @@ import numpy as np
 
 from register.config import AffineConfig
 from register.core.fitting import cube_rotations, fit_affine, principal_axes_rotations
-from register.core.sampling import subsample_indices
+from register.core.sampling import subsample
 from register.core.transforms import Affine
 from register.stages.common import MatchSettings, per_level, to_numpy
 
 log = logging.getLogger(__name__)
 
 MULTISTART_POINTS = 1000  # points per cloud when scoring the multi-start candidates
+MOVE_TOL = 0.01  # a level stops once no point moves by more than this fraction of the blur
 
 
 @dataclass
@@ -49,11 +50,16 @@ class AffineResult:
 
 
 def _run_level(x, y, a, b, transform: Affine, blur, reach, cfg: AffineConfig, ms: MatchSettings):
+    """Match-then-fit rounds at one blur until the points move less than ``MOVE_TOL * blur``."""
     matches = None
+    moved = transform.apply(x)
     for _ in range(cfg.iterations):
-        matches = ms.match(transform.apply(x), y, a, b, blur, reach)
+        matches = ms.match(moved, y, a, b, blur, reach)
         weights = a * to_numpy(matches.confidence)
         transform = fit_affine(x, to_numpy(matches.targets), weights, cfg.mode)
+        previous, moved = moved, transform.apply(x)
+        if np.abs(moved - previous).max() < MOVE_TOL * blur:
+            break
     return transform, matches
 
 
@@ -64,9 +70,8 @@ def _centroid_start(rotation: np.ndarray, x, y, a, b) -> Affine:
 
 
 def _choose_start(x, y, a, b, cfg: AffineConfig, ms: MatchSettings, rng) -> tuple[Affine, int]:
-    ix = subsample_indices(len(x), MULTISTART_POINTS, rng)
-    iy = subsample_indices(len(y), MULTISTART_POINTS, rng)
-    xs, ys, as_, bs = x[ix], y[iy], a[ix], b[iy]
+    xs, as_, _ = subsample(x, a, MULTISTART_POINTS, rng)
+    ys, bs, _ = subsample(y, b, MULTISTART_POINTS, rng)
     candidates = cube_rotations() + principal_axes_rotations(xs, ys, as_, bs)
     blur, reach = cfg.blurs[0], per_level(cfg.reach, len(cfg.blurs))[0]
     best = (np.inf, None, -1)
@@ -106,9 +111,8 @@ def affine_robot(
         :class:`AffineResult`.
     """
     t0 = time.perf_counter()
-    ix = subsample_indices(len(x), cfg.max_points, rng)
-    iy = subsample_indices(len(y), cfg.max_points, rng)
-    x, y, a, b = x[ix], y[iy], a[ix], b[iy]
+    x, a, _ = subsample(x, a, cfg.max_points, rng)
+    y, b, _ = subsample(y, b, cfg.max_points, rng)
     start = -1
     if init is not None:
         transform = init

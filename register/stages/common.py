@@ -18,6 +18,7 @@ class MatchSettings:
         backend: ``dense`` or ``keops`` (already resolved from ``auto``).
         device: torch device string (``cpu``, ``cuda``, ``cuda:1``).
         scaling: epsilon-scaling ratio; tol: convergence tolerance (x eps); max_iter: cap.
+        mass: mass normalisation, ``total`` or ``point`` (see :func:`register.ot.robust_match`).
     """
 
     backend: str = "dense"
@@ -25,16 +26,28 @@ class MatchSettings:
     scaling: float = 0.5
     tol: float = 1e-3
     max_iter: int = 10
+    mass: str = "total"
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
         """``array`` as a float32 tensor on the run's device."""
         return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=self.device)
 
-    def match(self, x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, blur: float, reach: float) -> Matches:
+    def match(
+        self, x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, blur: float, reach: float
+    ) -> Matches:
         """:func:`register.ot.robust_match` on numpy inputs (data units)."""
         return robust_match(
-            self.tensor(x), self.tensor(y), self.tensor(a), self.tensor(b), blur=blur, reach=reach,
-            scaling=self.scaling, tol=self.tol, max_iter=self.max_iter, backend=self.backend,
+            self.tensor(x),
+            self.tensor(y),
+            self.tensor(a),
+            self.tensor(b),
+            blur=blur,
+            reach=reach,
+            scaling=self.scaling,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            backend=self.backend,
+            mass=self.mass,
         )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from register.config import SplineConfig
-from register.core.sampling import subsample_indices
+from register.core.sampling import subsample, subsample_indices
 from register.core.transforms import KernelField
 from register.kernels.dense import gaussian_kernel
 from register.stages.common import MatchSettings, per_level, to_numpy
@@ -106,9 +106,8 @@ def spline_robot(
         :class:`SplineResult`.
     """
     t0 = time.perf_counter()
-    ix = subsample_indices(len(x), cfg.max_points, rng)
-    iy = subsample_indices(len(y), cfg.max_points, rng)
-    z, ys, az, bs = x[ix], y[iy], a[ix], b[iy]
+    z, az, ix = subsample(x, a, cfg.max_points, rng)
+    ys, bs, _ = subsample(y, b, cfg.max_points, rng)
     ic = subsample_indices(len(z), cfg.max_controls, rng)
     n_levels = len(cfg.blurs)
     fields, levels = [], []
@@ -126,8 +125,16 @@ def spline_robot(
             fld = fit_kernel_field(z, d, w, z[ic], sigma, cfg.regularization)
             z = fld.apply(z)
             fields.append(fld)
-        levels.append({"sigma": sigma, "blur": blur, "reach": reach, "cost": matches.cost,
-                       "sinkhorn_iterations": matches.iterations, "controls": len(ic)})
+        levels.append(
+            {
+                "sigma": sigma,
+                "blur": blur,
+                "reach": reach,
+                "cost": matches.cost,
+                "sinkhorn_iterations": matches.iterations,
+                "controls": len(ic),
+            }
+        )
         log.info("spline level sigma=%.4g blur=%.4g cost=%.4g", sigma, blur, matches.cost)
     # Confidence of the final state, for the outputs.
     final = ms.match(z, ys, az, bs, cfg.blurs[-1], per_level(cfg.reach, n_levels)[-1])

@@ -1,0 +1,391 @@
+"""Command-line interface (Typer). The only module that prints, reads argv or exits.
+
+``register SRC TGT [OPTIONS]`` is shorthand for ``register run SRC TGT [OPTIONS]``.
+Heavy modules (torch, pyvista) are imported inside the commands so that ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from register.errors import InputError
+
+EXIT_INPUT = 2
+COMMANDS = ("run", "warp", "info")
+ADVANCED = "Advanced"
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help=(
+        "Register 3-D point clouds with robust optimal transport.\n\n"
+        "[bold]register SRC TGT[/bold] (same as [bold]register run SRC TGT[/bold]) aligns SRC onto TGT and "
+        "writes a reusable transform, the warped source and the deformation field.\n\n"
+        "Examples:\n\n"
+        "  register data_samples/lung_source.ply data_samples/lung_target.ply -p lung --weights radius -o out\n\n"
+        "  register warp out/transform.npz landmarks.csv -o landmarks_warped.csv\n\n"
+        "  register info"
+    ),
+)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    _console().print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    return typer.Exit(EXIT_INPUT)
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    level = logging.INFO if verbose else logging.WARNING
+    if quiet:
+        level = logging.ERROR
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=_console())])
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in (
+        "register",
+        "numpy",
+        "scipy",
+        "torch",
+        "pykeops",
+        "geomloss",
+        "open3d-cpu",
+        "open3d",
+        "pyvista",
+        "vtk",
+        "typer",
+        "rich",
+    ):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _parse_stages(stages: str | None, cfg):
+    from dataclasses import replace
+
+    if stages is None:
+        return cfg
+    names = [s.strip() for s in stages.split(",") if s.strip()]
+    from register.config import from_dict
+
+    return from_dict({"pipeline": {"stages": names}}, origin="--stages", base=replace(cfg))
+
+
+@app.command("run")
+def run(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="Source points (moved onto the target): .ply .pcd .xyz .txt .csv .npy .npz .vtk .vtp .vtu"
+        ),
+    ],
+    target: Annotated[Path, typer.Argument(help="Target points (stay fixed), same units as SRC.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Output folder (default: SRC-stem_to_TGT-stem).")
+    ] = None,
+    pipeline: Annotated[
+        str,
+        typer.Option("-p", "--pipeline", help="Preset (default, lung, sceneflow, shapes) or a .toml file."),
+    ] = "default",
+    stages: Annotated[
+        str | None, typer.Option(help="Comma-separated stages to run, e.g. affine or affine,spline.")
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="Point attribute used as per-point mass, e.g. radius.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of every random subsample.")] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress and no summary table.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+    ] = False,
+    show: Annotated[bool, typer.Option(help="Open a 3-D window: source, target, warped source.")] = False,
+    screenshot: Annotated[
+        Path | None, typer.Option(help="Render the same view off-screen to this PNG.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder / screenshot.")] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a config key: TABLE.KEY=VALUE (repeatable).", rich_help_panel=ADVANCED
+        ),
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="Kernel backend: auto, dense, keops.", rich_help_panel=ADVANCED)
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Log each level of each stage.", rich_help_panel=ADVANCED)
+    ] = False,
+) -> None:
+    """Register SRC onto TGT and write the transform, warped source and deformation field."""
+    _setup_logging(verbose, quiet or json_out)
+    try:
+        summary = _run(
+            source,
+            target,
+            output,
+            pipeline,
+            stages,
+            weights,
+            device,
+            seed,
+            quiet,
+            show,
+            screenshot,
+            overwrite,
+            set_ or [],
+            backend,
+        )
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2, default=float))
+
+
+def _run(
+    source,
+    target,
+    output,
+    pipeline,
+    stages,
+    weights,
+    device,
+    seed,
+    quiet,
+    show,
+    screenshot,
+    overwrite,
+    overrides,
+    backend,
+) -> dict:
+    from register.config import load_config, with_overrides
+    from register.io import read_points
+    from register.outputs import check_output_dir, write_result
+    from register.pipeline import MIN_POINTS
+
+    outdir = output or Path(f"{source.stem}_to_{target.stem}")
+    check_output_dir(outdir, overwrite)
+    if screenshot is not None:
+        if screenshot.suffix.lower() != ".png":
+            raise InputError(f"--screenshot {screenshot}: must be a .png file")
+        if screenshot.exists() and not overwrite:
+            raise InputError(
+                f"--screenshot {screenshot}: file exists; choose another name or pass --overwrite"
+            )
+    cfg = load_config(pipeline)
+    cfg = _parse_stages(stages, cfg)
+    extra = list(overrides)
+    if weights is not None:
+        extra += [f'pipeline.weights="{weights}"', "pipeline.weights_optional=false"]
+    if backend is not None:
+        extra.append(f'pipeline.backend="{backend}"')
+    if extra:
+        cfg = with_overrides(cfg, extra)
+    src = read_points(source, min_points=MIN_POINTS)
+    tgt = read_points(target, min_points=MIN_POINTS)
+
+    t0 = time.perf_counter()
+    result = _register_with_progress(src, tgt, cfg, device, seed, quiet)
+    seconds = time.perf_counter() - t0
+    metrics = {
+        **result.metrics,
+        "source": str(source),
+        "target": str(target),
+        "pipeline": pipeline,
+        "total_seconds": seconds,
+        "stages": result.stages,
+        "versions": _versions(),
+    }
+    warped_path = write_result(outdir, src, result, metrics, overwrite=overwrite)
+    if screenshot is not None or show:
+        from register.viz import render
+
+        render(
+            src.points,
+            tgt.points,
+            result.warped,
+            screenshot=screenshot,
+            show=show,
+            title=f"{source.name} -> {target.name}",
+        )
+    summary = {
+        "status": "ok",
+        "output": str(outdir),
+        "transform": str(outdir / "transform.npz"),
+        "warped": str(warped_path),
+        "screenshot": str(screenshot) if screenshot else None,
+        "source_points": metrics["source_points"],
+        "target_points": metrics["target_points"],
+        "chamfer_before": metrics["chamfer_before"],
+        "chamfer_after": metrics["chamfer_after"],
+        "seconds": seconds,
+        "stage_seconds": metrics["stage_seconds"],
+        "device": metrics["device"],
+        "backend": metrics["backend"],
+    }
+    if not quiet:
+        _print_summary(summary)
+    return summary
+
+
+def _register_with_progress(src, tgt, cfg, device, seed, quiet):
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from register.pipeline import register
+
+    if quiet:
+        return register(src, tgt, cfg, device=device, seed=seed)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=_console(),
+        transient=False,
+    ) as progress:
+        tasks = {}
+
+        def on_stage(name: str, state: str) -> None:
+            if state == "start":
+                tasks[name] = progress.add_task(
+                    f"{name} RobOT" if name != "flow" else "flow network", total=1
+                )
+            else:
+                progress.update(tasks[name], completed=1)
+
+        return register(src, tgt, cfg, device=device, seed=seed, on_stage=on_stage)
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="register", show_header=False, title_justify="left")
+    table.add_row("points", f"{summary['source_points']:,} -> {summary['target_points']:,}")
+    table.add_row(
+        "chamfer before -> after",
+        f"{summary['chamfer_before']:.4g} -> {summary['chamfer_after']:.4g} (data units)",
+    )
+    stage_times = ", ".join(f"{k} {v:.1f} s" for k, v in summary["stage_seconds"].items())
+    table.add_row("time", f"{summary['seconds']:.1f} s ({stage_times})")
+    table.add_row("device / backend", f"{summary['device']} / {summary['backend']}")
+    table.add_row("output", summary["output"])
+    if summary["screenshot"]:
+        table.add_row("screenshot", summary["screenshot"])
+    _console().print(table)
+
+
+@app.command("warp")
+def warp(
+    transform: Annotated[Path, typer.Argument(help="transform.npz written by a registration.")],
+    input_: Annotated[
+        Path,
+        typer.Argument(metavar="INPUT", help="Points or mesh in the source space (any supported format)."),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", help="Where to write the moved points (format from the extension)."),
+    ],
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+    ] = False,
+) -> None:
+    """Apply a saved transform to any points or mesh (faces and attributes are kept)."""
+    try:
+        from register.core.transforms import Transform
+        from register.io import read_points, write_points
+
+        if output.exists() and not overwrite:
+            raise InputError(f"-o {output}: file exists; choose another name or pass --overwrite")
+        if output.resolve() == input_.resolve():
+            raise InputError(f"-o {output}: same file as INPUT; write the result elsewhere")
+        tf = Transform.load(transform)
+        cloud = read_points(input_)
+        if cloud.points.shape[1] != tf.dim:
+            raise InputError(
+                f"{input_}: {cloud.points.shape[1]}-D points, but {transform} is a {tf.dim}-D transform"
+            )
+        moved = tf.apply(cloud.points)
+        write_points(output, cloud.with_points(moved))
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    if json_out:
+        typer.echo(json.dumps({"status": "ok", "output": str(output), "points": len(moved)}))
+    else:
+        _console().print(f"wrote {output} ({len(moved):,} points)")
+
+
+@app.command("info")
+def info(
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
+) -> None:
+    """Versions, kernel backends, devices, presets and file formats."""
+    import torch
+
+    from register.config import preset_names
+    from register.io import SUPPORTED_EXTENSIONS
+
+    cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    data = {
+        "versions": _versions(),
+        "devices": {"cpu_threads": torch.get_num_threads(), "cuda": cuda},
+        "backends": {
+            "dense": "torch tensorised reductions (CPU and CUDA)",
+            "keops": "KeOps online reductions (CUDA; CPU works but compiles and runs slower)",
+            "auto": "dense on CPU; keops on CUDA for large problems",
+        },
+        "presets": preset_names(),
+        "formats": list(SUPPORTED_EXTENSIONS),
+        "models": [],
+    }
+    if json_out:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="register info", show_header=False, title_justify="left")
+    for k, v in data["versions"].items():
+        table.add_row(k, v)
+    table.add_row("CPU threads", str(data["devices"]["cpu_threads"]))
+    table.add_row("CUDA devices", ", ".join(cuda) or "none")
+    for k, v in data["backends"].items():
+        table.add_row(f"backend {k}", v)
+    table.add_row("presets", ", ".join(data["presets"]))
+    table.add_row("formats", " ".join(data["formats"]))
+    table.add_row("flow models", "none shipped yet")
+    _console().print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: ``register SRC TGT`` runs ``register run SRC TGT``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] not in COMMANDS and args[0] not in ("-h", "--help"):
+        args.insert(0, "run")
+    app(args=args, prog_name="register")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Reading and writing point clouds, chosen by file extension.
+
+Public API:
+
+* :func:`read_points` - read any supported file, then validate it (never returns an empty,
+  partial or non-finite cloud).
+* :func:`write_points` - write atomically (temporary file + ``os.replace``).
+* :func:`read_weights` - a point attribute as per-point mass.
+* :func:`register_format` / :func:`supported_extensions` - the format table.
+* :data:`SUPPORTED_EXTENSIONS` - the built-in extensions, sorted.
+
+Importing this package does not import pyvista, vtk or torch (VTK formats import them lazily).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from register.core.pointcloud import PointCloud
+from register.errors import InputError
+from register.io import numpy_io, pcd, ply, text, vtk_io
+from register.io._common import atomic_write, fail
+from register.io.registry import Format, FormatRegistry, Reader, Writer
+from register.io.validate import check_cloud
+from register.io.weights import read_weights
+
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "Format",
+    "FormatRegistry",
+    "check_cloud",
+    "read_points",
+    "read_weights",
+    "register_format",
+    "supported_extensions",
+    "unregister_format",
+    "write_points",
+]
+
+
+def builtin_registry() -> FormatRegistry:
+    """A new registry holding every built-in format."""
+    registry = FormatRegistry()
+    registry.register(".ply", ply.read_ply, ply.write_ply)
+    registry.register(".pcd", pcd.read_pcd, pcd.write_pcd)
+    registry.register(".xyz", text.read_text, functools.partial(text.write_text, sep=" "))
+    registry.register(".txt", text.read_text, functools.partial(text.write_text, sep=" "))
+    registry.register(".csv", text.read_text, functools.partial(text.write_text, sep=","))
+    registry.register(".npy", numpy_io.read_npy, numpy_io.write_npy)
+    registry.register(".npz", numpy_io.read_npz, numpy_io.write_npz)
+    registry.register(".vtk", vtk_io.read_legacy_vtk, vtk_io.write_legacy_vtk)
+    registry.register(".vtp", vtk_io.read_vtp, vtk_io.write_vtp)
+    registry.register(".vtu", vtk_io.read_vtu, vtk_io.write_vtu)
+    return registry
+
+
+# The one registry read_points/write_points use; register_format() adds to it.
+_REGISTRY = builtin_registry()
+
+SUPPORTED_EXTENSIONS: tuple[str, ...] = _REGISTRY.extensions()
+
+_READ_ERRORS = (ValueError, EOFError, IndexError, KeyError)
+
+
+def register_format(ext: str, reader: Reader, writer: Writer | None, *, replace: bool = False) -> None:
+    """Register (or with ``replace=True`` override) the reader/writer of an extension.
+
+    Args:
+        ext: the extension, e.g. ``".las"`` (case-insensitive, dot optional).
+        reader: ``reader(path: Path) -> PointCloud``; :func:`read_points` validates its result.
+        writer: ``writer(path: Path, cloud: PointCloud, **options) -> None`` writing exactly to
+            ``path`` (a temporary name), or ``None`` for a read-only format.
+        replace: allow overriding an existing entry.
+
+    Raises:
+        ValueError: bad extension, or already registered without ``replace``.
+    """
+    _REGISTRY.register(ext, reader, writer, replace=replace)
+
+
+def unregister_format(ext: str) -> None:
+    """Remove the reader/writer of an extension (e.g. a test's temporary format)."""
+    _REGISTRY.unregister(ext)
+
+
+def supported_extensions() -> tuple[str, ...]:
+    """Every extension currently registered (built-in and added), sorted."""
+    return _REGISTRY.extensions()
+
+
+def read_points(path: str | os.PathLike[str], *, min_points: int = 1) -> PointCloud:
+    """Read a point cloud file and validate it.
+
+    Args:
+        path: the file; its extension (case-insensitive) picks the format.
+        min_points: fewest points the caller accepts (at least 1).
+
+    Returns:
+        The cloud: ``points`` ``(N, D)`` float64 in the file's units (D = 3, or 2 for planar data),
+        ``point_data`` per-point attributes, ``faces``/``lines`` when the file has them, ``path``.
+
+    Raises:
+        InputError: unknown extension, missing file, unreadable/truncated/corrupt data, empty
+            cloud, NaN/Inf coordinates, wrong number of columns, fewer than ``min_points``
+            points. The message names the file and says how to fix it.
+    """
+    path = Path(path)
+    fmt = _REGISTRY.lookup(path, "read")
+    if not path.exists():
+        raise fail(path, "file not found", f"Check the path (relative paths start at {Path.cwd()})")
+    if not path.is_file():
+        raise fail(path, "is not a regular file", "Pass the point-cloud file itself, not a folder")
+    try:
+        cloud = fmt.reader(path)
+    except InputError:
+        raise
+    except OSError as exc:
+        raise fail(
+            path, f"could not be opened ({exc.strerror or exc})", "Check that the file is readable"
+        ) from exc
+    except _READ_ERRORS as exc:
+        raise fail(
+            path,
+            f"could not be read as {fmt.extension} ({type(exc).__name__}: {exc})",
+            "Check that the file is valid",
+        ) from exc
+    cloud.path = str(path)
+    return check_cloud(cloud, min_points)
+
+
+def write_points(path: str | os.PathLike[str], cloud: PointCloud, *, binary: bool | None = None) -> None:
+    """Write a point cloud atomically, in the format of the path's extension.
+
+    The data go to a temporary file in the same folder, which then replaces ``path``; on any
+    error the temporary file is removed and ``path`` is left untouched.
+
+    Args:
+        path: destination; its extension picks the format.
+        cloud: the cloud to write (faces are kept by PLY, VTK and NPZ).
+        binary: ``None`` for the format's default (binary where the format has a choice);
+            ``False`` for ASCII PLY/PCD/VTK, ``True`` is refused by text formats.
+
+    Raises:
+        InputError: unknown or read-only extension, missing folder, empty cloud, data the format
+            cannot store, or an OS error while writing.
+    """
+    path = Path(path)
+    fmt = _REGISTRY.lookup(path, "write")
+    if fmt.writer is None:
+        raise fail(path, f"{fmt.extension} files can be read but not written", "Write another format")
+    if not path.parent.is_dir():
+        raise fail(path, f"the folder {path.parent} does not exist", "Create the folder first")
+    if len(cloud) == 0:
+        raise fail(path, "refusing to write an empty cloud (0 points)", "Check the step that produced it")
+    options = {} if binary is None else {"binary": binary}
+    writer = fmt.writer
+    try:
+        atomic_write(path, lambda tmp: writer(tmp, cloud, **options))
+    except InputError:
+        raise
+    except OSError as exc:
+        raise fail(
+            path,
+            f"could not be written ({exc.strerror or exc})",
+            "Check that the folder is writable and the disk not full",
+        ) from exc

@@ -1,0 +1,263 @@
+"""Helpers shared by the format modules: error messages, attribute columns, cells, atomic writes.
+
+Nothing here knows about a particular file format.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from register.errors import InputError
+
+TRUNCATED_FIX = "Re-export or re-download the file; it was probably cut short while copying or writing"
+
+_COMPONENT = re.compile(r"(.+)_0")
+
+
+def fail(path: str | os.PathLike[str], problem: str, fix: str) -> InputError:
+    """Build (not raise) an :class:`InputError` reading ``"<path>: <problem>. <fix>."``."""
+    fix = fix.rstrip(".")
+    return InputError(f"{path}: {problem}. {fix}.")
+
+
+def truncated(path: str | os.PathLike[str], what: str) -> InputError:
+    """The error for a binary (or ASCII) body shorter than its header declares."""
+    return fail(path, f"the file is truncated or corrupt: {what}", TRUNCATED_FIX)
+
+
+def split_components(
+    point_data: dict[str, np.ndarray], path: str | os.PathLike[str], reserved: Iterable[str] = ()
+) -> list[tuple[str, np.ndarray]]:
+    """Flatten attributes into named ``(N,)`` columns for column-based formats (PLY, text).
+
+    An ``(N,)`` or ``(N, 1)`` attribute ``name`` gives one column ``name``; an ``(N, k)`` attribute
+    gives ``name_0 .. name_{k-1}`` (see :func:`merge_components` for the inverse).
+
+    Raises:
+        InputError: an attribute has more than 2 dimensions, or two columns would share a name.
+    """
+    columns: list[tuple[str, np.ndarray]] = []
+    for name, arr in point_data.items():
+        arr = np.asarray(arr)
+        if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
+            columns.append((name, arr.reshape(-1)))
+        elif arr.ndim == 2:
+            columns.extend((f"{name}_{i}", arr[:, i]) for i in range(arr.shape[1]))
+        else:
+            raise fail(
+                path,
+                f"point attribute '{name}' has shape {arr.shape}, which cannot be written",
+                "Reshape it to (N,) or (N, k) before writing",
+            )
+    check_unique_names([name for name, _ in columns], path, reserved)
+    return columns
+
+
+def check_unique_names(
+    names: Sequence[str], path: str | os.PathLike[str], reserved: Iterable[str] = ()
+) -> None:
+    """Refuse duplicate column names, or names clashing with ``reserved`` (e.g. ``x``, ``y``, ``z``)."""
+    seen = set(reserved)
+    for name in names:
+        if name in seen:
+            raise fail(
+                path,
+                f"two columns would both be named '{name}' (attribute names clash with each other "
+                "or with the coordinate names)",
+                "Rename the point attribute before writing",
+            )
+        seen.add(name)
+
+
+def check_plain_names(names: Iterable[str], path: str | os.PathLike[str], forbidden: str = "") -> None:
+    """Refuse empty names and names containing whitespace (or any character of ``forbidden``)."""
+    for name in names:
+        if not name or any(ch.isspace() or ch in forbidden for ch in name):
+            raise fail(
+                path,
+                f"point attribute name {name!r} cannot be stored in this format "
+                f"(it is empty or contains whitespace{' or one of ' + repr(forbidden) if forbidden else ''})",
+                "Rename the attribute (e.g. use underscores)",
+            )
+
+
+def merge_components(columns: Sequence[tuple[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Group consecutive ``(N,)`` columns ``name_0 .. name_{k-1}`` (k >= 2) into one ``(N, k)`` array.
+
+    Other columns are kept as they are, in order. A group is not merged if ``name`` itself is
+    also a column, so no data is ever lost.
+    """
+    taken = {name for name, _ in columns}
+    result: dict[str, np.ndarray] = {}
+    i = 0
+    while i < len(columns):
+        name, arr = columns[i]
+        end = _component_run_end(columns, i)
+        base = name[:-2]
+        if end - i >= 2 and base not in taken:
+            result[base] = np.column_stack([col for _, col in columns[i:end]])
+            i = end
+            continue
+        result[name] = arr
+        i += 1
+    return result
+
+
+def _component_run_end(columns: Sequence[tuple[str, np.ndarray]], start: int) -> int:
+    """Index after the run ``base_0, base_1, ...`` of 1-D columns starting at ``start``."""
+    match = _COMPONENT.fullmatch(columns[start][0])
+    if match is None or columns[start][1].ndim != 1:
+        return start
+    base = match.group(1)
+    end = start + 1
+    while end < len(columns) and columns[end][0] == f"{base}_{end - start}" and columns[end][1].ndim == 1:
+        end += 1
+    return end
+
+
+def uniform_cells(
+    offsets: np.ndarray, connectivity: np.ndarray, path: str | os.PathLike[str], what: str = "faces"
+) -> np.ndarray | None:
+    """Turn cells in offsets/connectivity form into an ``(F, k)`` int64 array.
+
+    Args:
+        offsets: ``(F + 1,)`` start of each cell in ``connectivity`` (last entry = its length).
+        connectivity: ``(M,)`` vertex indices of all cells, concatenated.
+        path: the file, for messages.
+        what: how to call the cells in messages.
+
+    Returns:
+        ``(F, k)`` int64 vertex indices, or ``None`` if there are no cells.
+
+    Raises:
+        InputError: the cells do not all have the same number of vertices.
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    connectivity = np.asarray(connectivity, dtype=np.int64)
+    if len(offsets) < 2:
+        return None
+    sizes = np.diff(offsets)
+    if sizes.min() != sizes.max():
+        raise mixed_faces(path, int(sizes.min()), int(sizes.max()), what)
+    k = int(sizes[0])
+    return connectivity[offsets[0] : offsets[-1]].reshape(-1, k).copy()
+
+
+def mixed_faces(path: str | os.PathLike[str], smallest: int, largest: int, what: str = "faces") -> InputError:
+    """The error for polygons of different sizes in one file."""
+    return fail(
+        path,
+        f"its {what} have mixed sizes ({smallest} to {largest} vertices); register supports uniform "
+        "faces only (all triangles, or all quads, ...)",
+        "Triangulate the mesh first (e.g. MeshLab 'Triangulate', or pyvista's mesh.triangulate()), "
+        "or save the points without faces",
+    )
+
+
+def segments(offsets: np.ndarray, connectivity: np.ndarray) -> np.ndarray | None:
+    """Split polylines (offsets/connectivity form) into ``(L, 2)`` int64 segments, or ``None``."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    connectivity = np.asarray(connectivity, dtype=np.int64)
+    if len(offsets) < 2 or offsets[-1] - offsets[0] < 2:
+        return None
+    starts = np.arange(offsets[0], offsets[-1] - 1)
+    last_of_cell = np.zeros(int(offsets[-1]) + 1, dtype=bool)
+    last_of_cell[offsets[1:] - 1] = True
+    keep = ~last_of_cell[starts]
+    pairs = np.column_stack([connectivity[starts[keep]], connectivity[starts[keep] + 1]])
+    return pairs if len(pairs) else None
+
+
+def strips_to_triangles(offsets: np.ndarray, connectivity: np.ndarray) -> np.ndarray:
+    """Split triangle strips (offsets/connectivity form) into ``(T, 3)`` int64 triangles.
+
+    Triangle ``j`` of a strip ``v0 v1 v2 ...`` is ``(v_j, v_j+1, v_j+2)``, with the first two
+    vertices swapped for odd ``j`` so all triangles keep the same orientation.
+    """
+    triangles = []
+    for start, stop in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
+        strip = np.asarray(connectivity[start:stop], dtype=np.int64)
+        if len(strip) < 3:
+            continue
+        tri = np.column_stack([strip[:-2], strip[1:-1], strip[2:]])
+        tri[1::2, :2] = tri[1::2, 1::-1]
+        triangles.append(tri)
+    return np.concatenate(triangles) if triangles else np.empty((0, 3), dtype=np.int64)
+
+
+def format_rows(columns: Sequence[np.ndarray], sep: str) -> str:
+    """Format 1-D columns as text rows joined by ``sep``, one row per line, exactly.
+
+    Floats are written with Python's shortest round-trip repr (17 significant digits at most),
+    integers as integers, booleans as 0/1.
+    """
+    if not columns:
+        return ""
+    texts = [_column_strings(col) for col in columns]
+    return "".join(sep.join(row) + "\n" for row in zip(*texts, strict=True))
+
+
+def _column_strings(col: np.ndarray) -> list[str]:
+    col = np.asarray(col)
+    if col.dtype == np.bool_:
+        col = col.astype(np.uint8)
+    if col.dtype.kind == "f":
+        return [repr(v) for v in col.astype(np.float64).tolist()]
+    return [str(v) for v in col.tolist()]
+
+
+def cast_values(values: np.ndarray, dtype: np.dtype, path: str | os.PathLike[str], what: str) -> np.ndarray:
+    """Cast numbers parsed from text to a declared dtype, refusing integers that do not fit.
+
+    Raises:
+        InputError: an integer type receives a non-integer, NaN/Inf or out-of-range value.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu" and values.size:
+        info = np.iinfo(dtype)
+        exact = values.dtype.kind != "f" or bool((np.isfinite(values) & (values == np.round(values))).all())
+        if not exact or values.min() < info.min or values.max() > info.max:
+            raise fail(
+                path,
+                f"{what} holds values that are not integers in the range of its type {dtype.name}",
+                "The file is corrupt or its header declares the wrong type; fix or re-export it",
+            )
+    with np.errstate(over="ignore", invalid="ignore"):
+        return values.astype(dtype)
+
+
+def first_bad_token(rows: Sequence[Sequence[str]], parse: Callable[[str], object]) -> tuple[int, int, str]:
+    """Return ``(row index, column index, token)`` of the first token ``parse`` rejects.
+
+    Returns ``(-1, -1, "")`` if all tokens parse.
+    """
+    for i, row in enumerate(rows):
+        for j, token in enumerate(row):
+            try:
+                parse(token)
+            except ValueError:
+                return i, j, token
+    return -1, -1, ""
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it onto ``path``.
+
+    The temporary file is created with the usual permissions (0666 minus the umask) and removed
+    if ``write`` raises, so a failed write never leaves a file behind.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

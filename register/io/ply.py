@@ -1,0 +1,539 @@
+"""PLY (Stanford polygon format), ASCII and binary (little / big endian), with a numpy parser.
+
+Reading keeps every ``vertex`` property: ``x, y[, z]`` become the points (float64), every other
+scalar property becomes an ``(N,)`` point attribute in its declared dtype, and consecutive
+properties ``name_0 .. name_{k-1}`` are reassembled into one ``(N, k)`` attribute. A ``face``
+element with a ``vertex_indices`` (or ``vertex_index``) list gives ``faces`` (uniform polygon
+size only) and an ``edge`` element with ``vertex1``/``vertex2`` gives ``lines``. Other elements
+are skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from register.core.pointcloud import PointCloud
+from register.io._common import (
+    cast_values,
+    check_plain_names,
+    fail,
+    first_bad_token,
+    format_rows,
+    merge_components,
+    mixed_faces,
+    split_components,
+    truncated,
+)
+
+_TYPES = {
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
+}
+_TYPE_NAMES = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4": "int", "u4": "uint"}
+_TYPE_NAMES.update({"f4": "float", "f8": "double"})
+_BYTE_ORDERS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
+_FACE_LISTS = ("vertex_indices", "vertex_index")
+_END_HEADER = re.compile(rb"^end_header[ \t]*(\r?\n|$)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class _Property:
+    """One property: scalar (``count_dtype is None``) or list of ``dtype`` items."""
+
+    name: str
+    dtype: np.dtype
+    count_dtype: np.dtype | None = None
+
+
+@dataclass(frozen=True)
+class _Element:
+    name: str
+    count: int
+    properties: tuple[_Property, ...]
+
+
+@dataclass(frozen=True)
+class _Header:
+    byte_order: str | None  # None for ASCII
+    elements: tuple[_Element, ...]
+    body_start: int  # byte offset of the data
+    n_lines: int  # header lines, for line numbers in ASCII messages
+
+
+# ----------------------------------------------------------------------------------------------
+# reading
+
+
+def read_ply(path: Path) -> PointCloud:
+    """Read a PLY file (ASCII or binary) into a :class:`PointCloud` (not yet validated).
+
+    Raises:
+        InputError: not a PLY file, bad header, truncated data, mixed face sizes.
+    """
+    data = path.read_bytes()
+    header = _parse_header(data, path)
+    if header.byte_order is None:
+        arrays = _read_ascii_body(data, header, path)
+    else:
+        arrays = _read_binary_body(data, header, path)
+    return _build_cloud(arrays, header, path)
+
+
+def _parse_header(data: bytes, path: Path) -> _Header:
+    """Parse the text header up to ``end_header``."""
+    if not data.startswith(b"ply"):
+        raise fail(
+            path, "not a PLY file (it does not start with 'ply')", "Check the file type and its extension"
+        )
+    end = _END_HEADER.search(data)
+    if end is None:
+        raise fail(path, "the PLY header has no 'end_header' line", "The file is truncated or not a PLY file")
+    lines = data[: end.start()].decode("ascii", errors="replace").splitlines()
+    formats: list[str] = []
+    elements: list[_Element] = []
+    for number, line in enumerate(lines[1:], start=2):
+        words = line.split()
+        if not words or words[0] in ("comment", "obj_info"):
+            continue
+        if words[0] == "format" and len(words) >= 2 and words[1] in _BYTE_ORDERS:
+            formats.append(words[1])
+        elif words[0] == "element" and len(words) == 3 and words[2].isdigit():
+            elements.append(_Element(words[1], int(words[2]), ()))
+        elif words[0] == "property" and elements:
+            elements[-1] = _add_property(elements[-1], _parse_property(words, path, number), path)
+        else:
+            raise fail(path, f"bad PLY header line {number}: {line!r}", "Fix or re-export the file")
+    if len(formats) != 1:
+        raise fail(path, "the PLY header needs exactly one valid 'format' line", "Fix or re-export the file")
+    return _Header(_BYTE_ORDERS[formats[0]], tuple(elements), end.end(), len(lines) + 1)
+
+
+def _parse_property(words: list[str], path: Path, number: int) -> _Property:
+    """``property <type> <name>`` or ``property list <count type> <item type> <name>``."""
+    if len(words) == 3 and words[1] in _TYPES:
+        return _Property(words[2], np.dtype(_TYPES[words[1]]))
+    if len(words) == 5 and words[1] == "list" and words[2] in _TYPES and words[3] in _TYPES:
+        return _Property(words[4], np.dtype(_TYPES[words[3]]), np.dtype(_TYPES[words[2]]))
+    raise fail(
+        path, f"bad PLY property on header line {number}: {' '.join(words)!r}", "Fix or re-export the file"
+    )
+
+
+def _add_property(element: _Element, prop: _Property, path: Path) -> _Element:
+    if any(p.name == prop.name for p in element.properties):
+        raise fail(
+            path,
+            f"the PLY element '{element.name}' declares property '{prop.name}' twice",
+            "Fix or re-export the file",
+        )
+    return _Element(element.name, element.count, (*element.properties, prop))
+
+
+# -- binary
+
+
+@dataclass(frozen=True)
+class _Mixed:
+    """Marks an element whose list properties vary in length (sizes ``smallest..largest``)."""
+
+    smallest: int
+    largest: int
+
+
+_Arrays = dict[str, "dict[str, np.ndarray] | _Mixed"]
+
+
+def _read_binary_body(data: bytes, header: _Header, path: Path) -> _Arrays:
+    """Arrays of every element, by element name (:class:`_Mixed` for variable-size lists)."""
+    offset = header.body_start
+    arrays: _Arrays = {}
+    for element in header.elements:
+        arrays[element.name], offset = _binary_element(data, offset, element, header.byte_order or "<", path)
+    return arrays
+
+
+def _binary_element(
+    data: bytes, offset: int, element: _Element, order: str, path: Path
+) -> tuple[dict[str, np.ndarray] | _Mixed, int]:
+    """Read one element at ``offset``; returns its arrays and the offset after it.
+
+    Fast path: list lengths are taken from the first record and checked on all records. If they
+    vary, records are walked one by one to find the size range and where the element ends.
+    """
+    if element.count == 0:
+        return _empty_columns(element), offset
+    lengths = _first_record_lengths(data, offset, element, order, path)
+    dtype = _record_dtype(element, order, lengths)
+    end = offset + element.count * dtype.itemsize
+    if end <= len(data):
+        records = np.frombuffer(data, dtype, element.count, offset)
+        if all((records[_count_field(i)] == k).all() for i, k in lengths.items()):
+            return _record_columns(records, element), end
+    elif not lengths:
+        raise truncated(path, _short_message(element, len(data) - offset, end - offset))
+    return _walk_records(data, offset, element, order, path)
+
+
+def _empty_columns(element: _Element) -> dict[str, np.ndarray]:
+    return {p.name: np.empty((0,) if p.count_dtype is None else (0, 0), p.dtype) for p in element.properties}
+
+
+def _first_record_lengths(
+    data: bytes, offset: int, element: _Element, order: str, path: Path
+) -> dict[int, int]:
+    """Lengths of the list properties (by property index) in the record at ``offset``."""
+    lengths: dict[int, int] = {}
+    pos = offset
+    for i, prop in enumerate(element.properties):
+        if prop.count_dtype is None:
+            pos += prop.dtype.itemsize
+            continue
+        n = _read_count(data, pos, prop, order, path, element)
+        lengths[i] = n
+        pos += prop.count_dtype.itemsize + n * prop.dtype.itemsize
+    return lengths
+
+
+def _read_count(data: bytes, pos: int, prop: _Property, order: str, path: Path, element: _Element) -> int:
+    """The list length stored at byte ``pos``."""
+    count_dtype = prop.count_dtype.newbyteorder(order)  # type: ignore[union-attr]
+    if pos + count_dtype.itemsize > len(data):
+        raise truncated(path, f"the data ends inside the '{element.name}' element")
+    n = int(np.frombuffer(data, count_dtype, 1, pos)[0])
+    if n < 0:
+        raise fail(
+            path, f"negative list length in the '{element.name}' element", "The file is corrupt; re-export it"
+        )
+    return n
+
+
+def _record_dtype(element: _Element, order: str, lengths: dict[int, int]) -> np.dtype:
+    """Packed structured dtype of one record; a list becomes a count field plus ``(k,)`` items."""
+    fields: list[tuple] = []
+    for i, prop in enumerate(element.properties):
+        if prop.count_dtype is None:
+            fields.append((prop.name, prop.dtype.newbyteorder(order)))
+        else:
+            fields.append((_count_field(i), prop.count_dtype.newbyteorder(order)))
+            fields.append((prop.name, prop.dtype.newbyteorder(order), (lengths[i],)))
+    return np.dtype(fields)
+
+
+def _count_field(i: int) -> str:
+    """Name of the list-length field of property ``i`` (a space: no PLY property can clash)."""
+    return f"count {i}"
+
+
+def _record_columns(records: np.ndarray, element: _Element) -> dict[str, np.ndarray]:
+    """Copy each property out of the records, in native byte order."""
+    return {p.name: records[p.name].astype(p.dtype.newbyteorder("=")) for p in element.properties}
+
+
+def _walk_records(data: bytes, offset: int, element: _Element, order: str, path: Path) -> tuple[_Mixed, int]:
+    """Walk the records one by one (slow; only for variable-size lists): size range and end offset."""
+    pos = offset
+    sizes: set[int] = set()
+    for _ in range(element.count):
+        for prop in element.properties:
+            if prop.count_dtype is None:
+                pos += prop.dtype.itemsize
+                continue
+            n = _read_count(data, pos, prop, order, path, element)
+            sizes.add(n)
+            pos += prop.count_dtype.itemsize + n * prop.dtype.itemsize
+        if pos > len(data):
+            raise truncated(path, f"the data ends inside the '{element.name}' element")
+    return _Mixed(min(sizes), max(sizes)), pos
+
+
+def _short_message(element: _Element, available: int, needed: int) -> str:
+    return (
+        f"the header declares {element.count} '{element.name}' records ({needed} bytes) "
+        f"but only {max(available, 0)} bytes of data follow"
+    )
+
+
+# -- ASCII
+
+
+def _read_ascii_body(data: bytes, header: _Header, path: Path) -> _Arrays:
+    """Arrays of every element from an ASCII body (one record per line, blank lines ignored)."""
+    try:
+        text = data[header.body_start :].decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise fail(
+            path, "the ASCII PLY body contains non-ASCII bytes", "The file is corrupt; re-export it"
+        ) from exc
+    numbered = enumerate(text.splitlines(), start=header.n_lines + 1)
+    lines = [(number, line.split()) for number, line in numbered if line.strip()]
+    arrays: _Arrays = {}
+    cursor = 0
+    for element in header.elements:
+        rows = lines[cursor : cursor + element.count]
+        if len(rows) < element.count:
+            raise truncated(
+                path,
+                f"the header declares {element.count} '{element.name}' records "
+                f"but only {len(rows)} lines follow",
+            )
+        arrays[element.name] = _ascii_element(rows, element, path)
+        cursor += element.count
+    return arrays
+
+
+def _ascii_element(
+    rows: list[tuple[int, list[str]]], element: _Element, path: Path
+) -> dict[str, np.ndarray] | _Mixed:
+    """Parse the text records of one element (``rows``: line number and tokens)."""
+    if not rows:
+        return _empty_columns(element)
+    spans = _ascii_spans(rows[0], element, path)
+    width = spans[-1][1] if spans else 0
+    if any(len(tokens) != width for _, tokens in rows):
+        return _ascii_mixed(rows, element, path, width)
+    values = _parse_numbers(rows, path)
+    for prop, (start, stop) in zip(element.properties, spans, strict=True):
+        if prop.count_dtype is not None and (values[:, start - 1] != stop - start).any():
+            return _ascii_mixed(rows, element, path, width)
+    return {
+        prop.name: cast_values(
+            values[:, start] if prop.count_dtype is None else values[:, start:stop],
+            prop.dtype,
+            path,
+            f"property '{prop.name}' of element '{element.name}'",
+        )
+        for prop, (start, stop) in zip(element.properties, spans, strict=True)
+    }
+
+
+def _ascii_spans(row: tuple[int, list[str]], element: _Element, path: Path) -> list[tuple[int, int]]:
+    """Token range ``(start, stop)`` of each property in one line (list lengths read from it)."""
+    number, tokens = row
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for prop in element.properties:
+        if prop.count_dtype is None:
+            spans.append((pos, pos + 1))
+            pos += 1
+            continue
+        try:
+            n = int(tokens[pos])
+        except (IndexError, ValueError):
+            raise fail(
+                path,
+                f"line {number}: missing or bad list length in the '{element.name}' element",
+                "Fix the file",
+            ) from None
+        spans.append((pos + 1, pos + 1 + n))
+        pos += 1 + n
+    return spans
+
+
+def _ascii_mixed(rows: list[tuple[int, list[str]]], element: _Element, path: Path, width: int) -> _Mixed:
+    """Check every line's own structure (slow path) and return the list size range."""
+    has_lists = any(p.count_dtype is not None for p in element.properties)
+    sizes: set[int] = set()
+    for row in rows:
+        spans = _ascii_spans(row, element, path)
+        need = spans[-1][1] if spans else 0
+        if not has_lists or len(row[1]) != need:
+            expected = need if has_lists else width
+            raise fail(
+                path,
+                f"line {row[0]} has {len(row[1])} values but the '{element.name}' record needs {expected}",
+                "Fix or re-export the file",
+            )
+        sizes.update(
+            stop - start
+            for prop, (start, stop) in zip(element.properties, spans, strict=True)
+            if prop.count_dtype
+        )
+    return _Mixed(min(sizes), max(sizes))
+
+
+def _parse_numbers(rows: list[tuple[int, list[str]]], path: Path) -> np.ndarray:
+    """``(R, C)`` float64 values of equally long token rows."""
+    tokens = [t for _, t in rows]
+    try:
+        return np.array(tokens, dtype=np.float64)
+    except ValueError:
+        i, j, token = first_bad_token(tokens, float)
+        raise fail(
+            path, f"line {rows[i][0]}, value {j + 1}: {token!r} is not a number", "Fix the file"
+        ) from None
+
+
+# -- assembling
+
+
+def _build_cloud(arrays: _Arrays, header: _Header, path: Path) -> PointCloud:
+    """Points, attributes, faces and lines from the element arrays."""
+    vertex = arrays.get("vertex")
+    if vertex is None:
+        raise fail(
+            path, "the PLY file has no 'vertex' element", "Save the points as a 'vertex' element with x, y, z"
+        )
+    if isinstance(vertex, _Mixed):
+        raise fail(path, "the PLY vertex element has lists of varying length", "Save one value per property")
+    if "x" not in vertex or "y" not in vertex:
+        raise fail(
+            path, "the PLY 'vertex' element has no 'x' and 'y' properties", "Name the coordinates x, y, z"
+        )
+    axes = ("x", "y", "z") if "z" in vertex else ("x", "y")
+    points = np.column_stack([vertex[a].astype(np.float64) for a in axes]).reshape(-1, len(axes))
+    point_data = merge_components([(k, v) for k, v in vertex.items() if k not in axes])
+    return PointCloud(points, point_data, _faces(arrays, header, path), _edges(arrays), str(path))
+
+
+def _faces(arrays: _Arrays, header: _Header, path: Path) -> np.ndarray | None:
+    """``(F, k)`` int64 faces from the ``face`` element's vertex list, or ``None``."""
+    element = next((e for e in header.elements if e.name == "face"), None)
+    if element is None or element.count == 0:
+        return None
+    key = next((p.name for p in element.properties if p.name in _FACE_LISTS and p.count_dtype), None)
+    face = arrays["face"]
+    if key is None:
+        return None
+    if isinstance(face, _Mixed):
+        raise mixed_faces(path, face.smallest, face.largest, "faces")
+    return face[key].astype(np.int64)
+
+
+def _edges(arrays: _Arrays) -> np.ndarray | None:
+    """``(L, 2)`` int64 segments from an ``edge`` element with ``vertex1``/``vertex2``, or ``None``."""
+    edge = arrays.get("edge")
+    if (
+        not isinstance(edge, dict)
+        or "vertex1" not in edge
+        or "vertex2" not in edge
+        or len(edge["vertex1"]) == 0
+    ):
+        return None
+    return np.column_stack([edge["vertex1"], edge["vertex2"]]).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+
+
+def write_ply(path: Path, cloud: PointCloud, *, binary: bool = True, byte_order: str = "<") -> None:
+    """Write ``cloud`` as PLY: binary little endian by default (``byte_order=">"`` for big endian).
+
+    Coordinates are written as ``double`` (exact); attributes keep their dtype where PLY has one
+    (int64 becomes int32 when the values fit, else double; bool becomes uchar); ``(N, k)``
+    attributes become properties ``name_0 .. name_{k-1}``. Faces go to a ``face`` element
+    (``vertex_indices``), lines to an ``edge`` element (``vertex1``, ``vertex2``).
+
+    Raises:
+        InputError: an attribute PLY cannot store (bad name, dtype or shape).
+    """
+    axes = ["x", "y", "z"][: cloud.points.shape[1]]
+    columns = [(a, cloud.points[:, i]) for i, a in enumerate(axes)]
+    columns += split_components(cloud.point_data, path, reserved=axes)
+    check_plain_names([name for name, _ in columns], path)
+    typed = [(name, *_ply_column(arr, name, path)) for name, arr in columns]
+    faces = None if cloud.faces is None or len(cloud.faces) == 0 else np.asarray(cloud.faces)
+    lines = None if cloud.lines is None or len(cloud.lines) == 0 else np.asarray(cloud.lines)
+    header = _header_text(typed, len(cloud), faces, lines, binary, byte_order)
+    with open(path, "wb") as f:
+        f.write(header.encode("ascii"))
+        if binary:
+            _write_binary_body(f, typed, faces, lines, byte_order)
+        else:
+            _write_ascii_body(f, typed, faces, lines)
+
+
+def _ply_column(arr: np.ndarray, name: str, path: Path) -> tuple[str, np.ndarray]:
+    """PLY type name and the column converted to a dtype PLY can hold."""
+    arr = np.asarray(arr)
+    kind = arr.dtype.kind
+    if kind == "b":
+        arr = arr.astype(np.uint8)
+    elif kind in "iu" and arr.dtype.itemsize == 8:
+        arr = _narrow_int64(arr)
+    elif kind == "f" and arr.dtype.itemsize < 4:
+        arr = arr.astype(np.float32)
+    elif kind not in "iuf":
+        raise fail(
+            path,
+            f"point attribute '{name}' has dtype {arr.dtype}, which PLY cannot store",
+            "Convert it to numbers",
+        )
+    code = arr.dtype.newbyteorder("=").str[1:]
+    return _TYPE_NAMES[code], arr
+
+
+def _narrow_int64(arr: np.ndarray) -> np.ndarray:
+    """int64/uint64 -> int32/uint32 if every value fits, else float64."""
+    target = np.int32 if arr.dtype.kind == "i" else np.uint32
+    info = np.iinfo(target)
+    if arr.size == 0 or (arr.min() >= info.min and arr.max() <= info.max):
+        return arr.astype(target)
+    return arr.astype(np.float64)
+
+
+def _header_text(
+    typed: list[tuple[str, str, np.ndarray]],
+    n: int,
+    faces: np.ndarray | None,
+    lines: np.ndarray | None,
+    binary: bool,
+    byte_order: str,
+) -> str:
+    fmt = "ascii" if not binary else ("binary_big_endian" if byte_order == ">" else "binary_little_endian")
+    out = ["ply", f"format {fmt} 1.0", "comment written by register", f"element vertex {n}"]
+    out += [f"property {type_name} {name}" for name, type_name, _ in typed]
+    if faces is not None:
+        count_type = "uchar" if faces.shape[1] < 256 else "int"
+        out += [f"element face {len(faces)}", f"property list {count_type} int vertex_indices"]
+    if lines is not None:
+        out += [f"element edge {len(lines)}", "property int vertex1", "property int vertex2"]
+    out.append("end_header")
+    return "\n".join(out) + "\n"
+
+
+def _write_binary_body(f, typed, faces, lines, byte_order: str) -> None:
+    """Vertex records, then faces (count + indices), then edges, packed in ``byte_order``."""
+    dtype = np.dtype([(f"c{i}", arr.dtype.newbyteorder(byte_order)) for i, (_, _, arr) in enumerate(typed)])
+    records = np.empty(len(typed[0][2]), dtype)
+    for i, (_, _, arr) in enumerate(typed):
+        records[f"c{i}"] = arr
+    f.write(records.tobytes())
+    if faces is not None:
+        k = faces.shape[1]
+        count = np.dtype("u1") if k < 256 else np.dtype("i4").newbyteorder(byte_order)
+        face_dtype = np.dtype([("n", count), ("v", np.dtype("i4").newbyteorder(byte_order), (k,))])
+        face_records = np.empty(len(faces), face_dtype)
+        face_records["n"] = k
+        face_records["v"] = faces
+        f.write(face_records.tobytes())
+    if lines is not None:
+        f.write(np.asarray(lines, dtype=np.dtype("i4").newbyteorder(byte_order)).tobytes())
+
+
+def _write_ascii_body(f, typed, faces, lines) -> None:
+    """One text line per vertex, face and edge."""
+    f.write(format_rows([arr for _, _, arr in typed], " ").encode("ascii"))
+    if faces is not None:
+        cols = [np.full(len(faces), faces.shape[1])] + [faces[:, j] for j in range(faces.shape[1])]
+        f.write(format_rows(cols, " ").encode("ascii"))
+    if lines is not None:
+        f.write(format_rows([lines[:, 0], lines[:, 1]], " ").encode("ascii"))

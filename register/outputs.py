@@ -1,0 +1,81 @@
+"""Write a registration result folder, all or nothing.
+
+Layout of ``OUTDIR``:
+    transform.npz        the composite transform (``register warp`` reuses it)
+    warped.<ext>         the source moved into the target frame, in the source's format,
+                         with point attributes ``displacement`` (N, D) and ``confidence`` (N,)
+    field.npz            arrays ``points``, ``displacement``, ``confidence`` (source points)
+    field.vtk            the same as legacy VTK, for ParaView
+    metrics.json         times, counts, residuals, versions, device, seed
+    config.toml          the resolved configuration (lengths in data units)
+
+Everything is written into a hidden temporary sibling folder which is renamed to
+``OUTDIR`` only when complete; a failure removes it, so ``OUTDIR`` either holds a whole
+result or does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from register.config import to_toml
+from register.core.pointcloud import PointCloud
+from register.errors import InputError
+
+RESULT_FILES = ("transform.npz", "field.npz", "field.vtk", "metrics.json", "config.toml")
+
+
+def check_output_dir(outdir: Path, overwrite: bool) -> None:
+    """Refuse an existing non-empty ``outdir`` unless ``overwrite`` (nothing is overwritten unasked)."""
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"-o {outdir}: exists and is not a folder; choose another output folder")
+    if outdir.is_dir() and any(outdir.iterdir()) and not overwrite:
+        raise InputError(
+            f"-o {outdir}: folder exists and is not empty; choose another one or pass --overwrite"
+        )
+    if not outdir.parent.exists():
+        raise InputError(f"-o {outdir}: parent folder {outdir.parent} does not exist")
+
+
+def write_result(outdir: Path, source: PointCloud, result, metrics: dict, *, overwrite: bool = False) -> Path:
+    """Write ``result`` (a :class:`register.pipeline.Result`) for ``source`` into ``outdir``.
+
+    Returns:
+        The path of the warped source file inside ``outdir``.
+    """
+    from register.io import write_points
+
+    check_output_dir(outdir, overwrite)
+    ext = "".join(Path(source.path).suffixes[-1:]) if source.path else ".ply"
+    warped_name = f"warped{ext}"
+    tmp = Path(tempfile.mkdtemp(dir=outdir.parent, prefix=f".{outdir.name}.", suffix=".partial"))
+    try:
+        result.transform.save(tmp / "transform.npz")
+        extra = {"displacement": result.displacement, "confidence": result.confidence}
+        write_points(tmp / warped_name, source.with_points(result.warped, **extra))
+        np.savez(
+            tmp / "field.npz",
+            points=source.points,
+            displacement=result.displacement,
+            confidence=result.confidence,
+        )
+        write_points(tmp / "field.vtk", PointCloud(source.points, extra))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+        (tmp / "config.toml").write_text(to_toml(result.config))
+        if outdir.exists():
+            trash = outdir.with_name(f".{outdir.name}.old")
+            os.replace(outdir, trash)
+            os.replace(tmp, outdir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, outdir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return outdir / warped_name

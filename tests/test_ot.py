@@ -1,0 +1,75 @@
+import math
+
+import pytest
+import torch
+
+from register.kernels.dense import barycentre_dense, softmin_dense
+from register.ot import robust_match
+
+
+def _clouds(n=300, m=250, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, generator=g) - 0.5, torch.rand(m, 3, generator=g) - 0.5
+
+
+def test_softmin_matches_direct_formula():
+    x, y = _clouds(40, 30)
+    h = torch.randn(30, generator=torch.Generator().manual_seed(1))
+    eps = 0.01
+    cost = ((x[:, None] - y[None]) ** 2).sum(-1) / 2
+    expected = -eps * torch.logsumexp(h[None] - cost / eps, dim=1)
+    torch.testing.assert_close(softmin_dense(eps, x, y, h), expected, rtol=1e-4, atol=1e-6)
+    avg, lse = barycentre_dense(eps, x, y, h, y)
+    w = torch.softmax(h[None] - cost / eps, dim=1)
+    torch.testing.assert_close(avg, w @ y, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(lse, torch.logsumexp(h[None] - cost / eps, dim=1), rtol=1e-4, atol=1e-4)
+
+
+def test_balanced_matching_of_permuted_copy_is_the_permutation():
+    x, _ = _clouds(400)
+    perm = torch.randperm(400, generator=torch.Generator().manual_seed(3))
+    shift = torch.tensor([0.02, -0.01, 0.015])
+    y = (x + shift)[perm]
+    m = robust_match(x, y, blur=0.002, max_iter=100)
+    torch.testing.assert_close(m.targets, x + shift, atol=2e-3, rtol=0)
+    assert (m.confidence - 1).abs().max() < 0.05
+
+
+def test_unbalanced_gives_outliers_low_confidence():
+    x, _ = _clouds(300)
+    outliers = torch.rand(100, 3, generator=torch.Generator().manual_seed(4)) * 4 + 3  # far away
+    m = robust_match(torch.cat([x, outliers]), x.clone(), blur=0.01, reach=0.1, max_iter=100)
+    assert m.confidence[:300].mean() > 0.8
+    assert m.confidence[300:].max() < 0.05
+
+
+def test_point_order_does_not_change_matches():
+    x, y = _clouds()
+    px = torch.randperm(len(x), generator=torch.Generator().manual_seed(5))
+    py = torch.randperm(len(y), generator=torch.Generator().manual_seed(6))
+    m1 = robust_match(x, y, blur=0.02, reach=0.3)
+    m2 = robust_match(x[px], y[py], blur=0.02, reach=0.3)
+    torch.testing.assert_close(m1.targets[px], m2.targets, atol=1e-4, rtol=0)
+    torch.testing.assert_close(m1.confidence[px], m2.confidence, atol=1e-4, rtol=0)
+
+
+def test_units_are_respected():
+    """Scaling the data and every length by the same factor scales the matches."""
+    x, y = _clouds()
+    m1 = robust_match(x, y, blur=0.02, reach=0.3)
+    m2 = robust_match(x * 100, y * 100, blur=2.0, reach=30.0)
+    torch.testing.assert_close(m1.targets * 100, m2.targets, atol=1e-3, rtol=0)
+    assert math.isclose(m1.cost * 1e4, m2.cost, rel_tol=1e-3)
+
+
+@pytest.mark.parametrize("reach", [math.inf, 0.2])
+def test_keops_agrees_with_dense(reach):
+    pytest.importorskip("pykeops")
+    x, y = _clouds(200, 150)
+    try:
+        mk = robust_match(x, y, blur=0.05, reach=reach, backend="keops")
+    except Exception as exc:  # KeOps needs a working compiler
+        pytest.skip(f"KeOps unavailable here: {exc}")
+    md = robust_match(x, y, blur=0.05, reach=reach, backend="dense")
+    torch.testing.assert_close(mk.targets, md.targets, atol=1e-4, rtol=0)
+    torch.testing.assert_close(mk.confidence, md.confidence, atol=1e-4, rtol=0)

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from register.core.fitting import fit_affine, rotation_angle_deg
+from register.core.transforms import Affine, Composite, KernelField, Transform
+from register.errors import InputError
+from register.synth.deform import random_rotation
+
+
+def _composite(rng):
+    return Composite(
+        [
+            Affine(rng.normal(size=(3, 3)) + 3 * np.eye(3), rng.normal(size=3)),
+            KernelField(rng.random((20, 3)), 0.1 * rng.normal(size=(20, 3)), (0.3, 0.6)),
+        ]
+    )
+
+
+def test_save_load_apply_is_exact(tmp_path, rng):
+    tf = _composite(rng)
+    tf.save(tmp_path / "t.npz")
+    loaded = Transform.load(tmp_path / "t.npz")
+    pts = rng.random((100, 3))
+    np.testing.assert_array_equal(tf.apply(pts), loaded.apply(pts))
+    assert [s.kind for s in loaded.steps] == ["affine", "kernel_field"]
+
+
+def test_saved_file_is_not_a_pickle(tmp_path, rng):
+    _composite(rng).save(tmp_path / "t.npz")
+    with np.load(tmp_path / "t.npz", allow_pickle=False) as data:
+        assert str(data["kind"]) == "composite" and int(data["format_version"]) == 1
+
+
+def test_affine_inverse_and_compose(rng):
+    a = Affine(rng.normal(size=(3, 3)) + 3 * np.eye(3), rng.normal(size=3))
+    pts = rng.random((10, 3))
+    np.testing.assert_allclose(a.inverse().apply(a.apply(pts)), pts, atol=1e-12)
+    np.testing.assert_allclose(a.compose(a).apply(pts), a.apply(a.apply(pts)), atol=1e-12)
+    c = Composite([a, a])
+    np.testing.assert_allclose(c.inverse().apply(c.apply(pts)), pts, atol=1e-10)
+
+
+def test_load_rejects_garbage(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="bad.npz"):
+        Transform.load(bad)
+    with pytest.raises(InputError, match="not found"):
+        Transform.load(tmp_path / "missing.npz")
+
+
+def test_apply_checks_dimension(rng):
+    with pytest.raises(InputError, match=r"\(N, 3\)"):
+        Affine.identity(3).apply(rng.random((5, 2)))
+
+
+@pytest.mark.parametrize("mode", ["rigid", "similarity", "affine"])
+def test_fit_recovers_exact_map(mode, rng):
+    x = rng.random((50, 3))
+    r = random_rotation(rng, 170.0)
+    matrix = {"rigid": r, "similarity": 1.7 * r, "affine": r @ np.diag([1.2, 0.8, 1.1])}[mode]
+    y = x @ matrix.T + [1.0, -2.0, 0.5]
+    fit = fit_affine(x, y, np.ones(50), mode)
+    np.testing.assert_allclose(fit.matrix, matrix, atol=1e-9)
+    if mode != "affine":
+        assert rotation_angle_deg(fit.matrix / np.cbrt(np.linalg.det(fit.matrix)) @ r.T) < 1e-6
+
+
+def test_fit_ignores_zero_weight_outliers(rng):
+    x = rng.random((60, 3))
+    y = x + [0.3, 0.0, 0.0]
+    y[:10] = rng.random((10, 3)) * 10  # wild outliers with weight 0
+    w = np.r_[np.zeros(10), np.ones(50)]
+    np.testing.assert_allclose(fit_affine(x, y, w, "rigid").translation, [0.3, 0, 0], atol=1e-9)
