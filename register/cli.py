@@ -7,6 +7,7 @@ Heavy modules (torch, pyvista) are imported inside the commands so that ``--help
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,7 +45,10 @@ def _console():
 
 
 def _fail(message: str) -> typer.Exit:
-    _console().print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    from rich.markup import escape
+
+    # Escaped: "[affine]" in a message is text, not markup; soft_wrap: paths are never split.
+    _console().print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_INPUT)
 
 
@@ -163,7 +167,9 @@ def run(
     except InputError as exc:
         raise _fail(str(exc)) from None
     if json_out:
-        typer.echo(json.dumps(summary, indent=2, default=float))
+        from register.outputs import json_safe
+
+        typer.echo(json.dumps(json_safe(summary), indent=2))
 
 
 def _run(
@@ -220,18 +226,20 @@ def _run(
         "stages": result.stages,
         "versions": _versions(),
     }
-    warped_path = write_result(outdir, src, result, metrics, overwrite=overwrite)
-    if screenshot is not None or show:
-        from register.viz import render
+    from register.viz import render
 
-        render(
-            src.points,
-            tgt.points,
-            result.warped,
-            screenshot=screenshot,
-            show=show,
-            title=f"{source.name} -> {target.name}",
-        )
+    title = f"{source.name} -> {target.name}"
+    if screenshot is not None:
+        # Rendered before the results are written: a rendering error leaves no output folder.
+        render(src.points, tgt.points, result.warped, screenshot=screenshot, title=title)
+    try:
+        warped_path = write_result(outdir, src, result, metrics, overwrite=overwrite)
+    except BaseException:
+        if screenshot is not None:
+            screenshot.unlink(missing_ok=True)
+        raise
+    if show:
+        render(src.points, tgt.points, result.warped, show=True, title=title)
     summary = {
         "status": "ok",
         "output": str(outdir),
@@ -381,6 +389,9 @@ def info(
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: ``register SRC TGT`` runs ``register run SRC TGT``."""
+    # Idle OpenMP threads must sleep, not spin: on a 2-core machine with any other load,
+    # spinning workers slow torch's reductions down 10-100x. Set before torch is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] not in COMMANDS and args[0] not in ("-h", "--help"):
         args.insert(0, "run")

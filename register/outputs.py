@@ -17,9 +17,10 @@ result or does not exist.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,19 @@ from register.core.pointcloud import PointCloud
 from register.errors import InputError
 
 RESULT_FILES = ("transform.npz", "field.npz", "field.vtk", "metrics.json", "config.toml")
+
+
+def json_safe(value):
+    """``value`` with non-finite floats as strings (``"inf"``), so the JSON is standard."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def check_output_dir(outdir: Path, overwrite: bool) -> None:
@@ -54,7 +68,9 @@ def write_result(outdir: Path, source: PointCloud, result, metrics: dict, *, ove
     check_output_dir(outdir, overwrite)
     ext = "".join(Path(source.path).suffixes[-1:]) if source.path else ".ply"
     warped_name = f"warped{ext}"
-    tmp = Path(tempfile.mkdtemp(dir=outdir.parent, prefix=f".{outdir.name}.", suffix=".partial"))
+    # Not tempfile.mkdtemp: its folders are private (0700); this one gets the usual 0777 - umask.
+    tmp = outdir.parent / f".{outdir.name}.{uuid.uuid4().hex[:12]}.partial"
+    tmp.mkdir()
     try:
         result.transform.save(tmp / "transform.npz")
         extra = {"displacement": result.displacement, "confidence": result.confidence}
@@ -66,10 +82,10 @@ def write_result(outdir: Path, source: PointCloud, result, metrics: dict, *, ove
             confidence=result.confidence,
         )
         write_points(tmp / "field.vtk", PointCloud(source.points, extra))
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+        (tmp / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2) + "\n")
         (tmp / "config.toml").write_text(to_toml(result.config))
         if outdir.exists():
-            trash = outdir.with_name(f".{outdir.name}.old")
+            trash = outdir.with_name(f".{outdir.name}.{uuid.uuid4().hex}.old")
             os.replace(outdir, trash)
             os.replace(tmp, outdir)
             shutil.rmtree(trash, ignore_errors=True)

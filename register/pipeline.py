@@ -135,6 +135,8 @@ def register(
             "both clouds must have the same dimension"
         )
     device = resolve_device(device)
+    if "flow" in cfg.pipeline.stages:
+        flow_predict(cfg.flow)  # fails now, before any work, while no model is shipped
     x, y = src.points, tgt.points
     weights = cfg.pipeline.weights
     if weights and cfg.pipeline.weights_optional and not all(weights in c.point_data for c in (src, tgt)):

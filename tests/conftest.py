@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import numpy as np
-import pytest
+# Idle OpenMP threads sleep instead of spinning (as the CLI sets): tests share 2 cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 DATA = Path(os.environ.get("REGISTER_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 

@@ -66,6 +66,9 @@ class Transform:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(buffer.getvalue())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; use the usual permissions
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
