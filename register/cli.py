@@ -18,7 +18,7 @@ import typer
 from register.errors import InputError
 
 EXIT_INPUT = 2
-COMMANDS = ("run", "warp", "info")
+COMMANDS = ("run", "warp", "eval", "info")
 ADVANCED = "Advanced"
 
 app = typer.Typer(
@@ -132,6 +132,12 @@ def run(
         Path | None, typer.Option(help="Render the same view off-screen to this PNG.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder / screenshot.")] = False,
+    landmarks: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option(
+            help="SRC_LM TGT_LM: corresponding landmarks (rows match); TRE before/after is reported."
+        ),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -163,6 +169,7 @@ def run(
             overwrite,
             set_ or [],
             backend,
+            landmarks,
         )
     except InputError as exc:
         raise _fail(str(exc)) from None
@@ -187,6 +194,7 @@ def _run(
     overwrite,
     overrides,
     backend,
+    landmarks,
 ) -> dict:
     from register.config import load_config, with_overrides
     from register.io import read_points
@@ -213,6 +221,7 @@ def _run(
         cfg = with_overrides(cfg, extra)
     src = read_points(source, min_points=MIN_POINTS)
     tgt = read_points(target, min_points=MIN_POINTS)
+    pairs = _read_landmarks(landmarks, src.points.shape[1]) if landmarks else None
 
     t0 = time.perf_counter()
     result = _register_with_progress(src, tgt, cfg, device, seed, quiet)
@@ -226,6 +235,8 @@ def _run(
         "stages": result.stages,
         "versions": _versions(),
     }
+    if pairs is not None:
+        metrics["landmarks"] = _landmark_errors(result.transform, *pairs)
     from register.viz import render
 
     title = f"{source.name} -> {target.name}"
@@ -254,6 +265,7 @@ def _run(
         "stage_seconds": metrics["stage_seconds"],
         "device": metrics["device"],
         "backend": metrics["backend"],
+        "landmarks": metrics.get("landmarks"),
     }
     if not quiet:
         _print_summary(summary)
@@ -302,6 +314,92 @@ def _print_summary(summary: dict) -> None:
     table.add_row("output", summary["output"])
     if summary["screenshot"]:
         table.add_row("screenshot", summary["screenshot"])
+    if summary.get("landmarks"):
+        lm = summary["landmarks"]
+        table.add_row(
+            f"TRE, {lm['count']} landmarks (mean / p95)",
+            f"{lm['before']['mean']:.3g} / {lm['before']['p95']:.3g} -> {lm['after']['mean']:.3g} / "
+            f"{lm['after']['p95']:.3g} (data units)",
+        )
+    _console().print(table)
+
+
+def _read_landmarks(paths: tuple[Path, Path], dim: int):
+    """Source and target landmark arrays ``(L, D)``, rows in correspondence."""
+    from register.io import read_points
+
+    src_lm, tgt_lm = (read_points(p).points for p in paths)
+    if src_lm.shape != tgt_lm.shape:
+        raise InputError(
+            f"--landmarks {paths[0]} {paths[1]}: {len(src_lm)} and {len(tgt_lm)} rows "
+            f"({src_lm.shape[1]}-D and {tgt_lm.shape[1]}-D); rows must correspond one to one"
+        )
+    if src_lm.shape[1] != dim:
+        raise InputError(f"--landmarks {paths[0]}: {src_lm.shape[1]}-D landmarks for {dim}-D clouds")
+    return src_lm, tgt_lm
+
+
+def _landmark_errors(transform, src_lm, tgt_lm) -> dict:
+    """TRE before and after ``transform`` (data units, lower is better) and per landmark."""
+    import numpy as np
+
+    from register.metrics import tre
+
+    warped = transform.apply(src_lm)
+    return {
+        "count": len(src_lm),
+        "before": tre(src_lm, tgt_lm),
+        "after": tre(warped, tgt_lm),
+        "per_landmark_after": np.linalg.norm(warped - tgt_lm, axis=1).tolist(),
+    }
+
+
+@app.command("eval")
+def evaluate(
+    transform: Annotated[Path, typer.Argument(help="transform.npz written by a registration.")],
+    landmarks: Annotated[
+        tuple[Path, Path] | None, typer.Option(help="SRC_LM TGT_LM: corresponding landmarks (rows match).")
+    ] = None,
+    flow_gt: Annotated[
+        Path | None, typer.Option(help="Ground-truth flow (N, 3) of the --source points (scene flow, m).")
+    ] = None,
+    source: Annotated[Path | None, typer.Option(help="Source points the --flow-gt rows belong to.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
+) -> None:
+    """Evaluate a saved transform: landmark TRE, or scene-flow EPE3D / Acc3DS / Acc3DR / Outliers3D."""
+    try:
+        from register.core.transforms import Transform
+        from register.io import read_points
+        from register.metrics import scene_flow
+
+        if landmarks is None and flow_gt is None:
+            raise InputError("give --landmarks SRC_LM TGT_LM and/or --flow-gt FLOW --source SRC")
+        tf = Transform.load(transform)
+        out: dict = {"transform": str(transform)}
+        if landmarks is not None:
+            out["landmarks"] = _landmark_errors(tf, *_read_landmarks(landmarks, tf.dim))
+        if flow_gt is not None:
+            if source is None:
+                raise InputError("--flow-gt needs --source (the points the flow rows belong to)")
+            pts = read_points(source).points
+            gt = read_points(flow_gt).points
+            if gt.shape != pts.shape:
+                raise InputError(f"--flow-gt {flow_gt}: shape {gt.shape} but --source has {pts.shape}")
+            out["scene_flow"] = scene_flow(tf.apply(pts) - pts, gt)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    if json_out:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"register eval {transform}", show_header=False, title_justify="left")
+    if "landmarks" in out:
+        lm = out["landmarks"]
+        for key in ("mean", "median", "p75", "p95", "max"):
+            table.add_row(f"TRE {key}", f"{lm['before'][key]:.4g} -> {lm['after'][key]:.4g}")
+    for key, value in out.get("scene_flow", {}).items():
+        table.add_row(key, f"{value:.4g}")
     _console().print(table)
 
 
