@@ -1,6 +1,6 @@
 """Robust OT matching: for each source point, a matched position and a confidence.
 
-Given the potentials of :func:`register.ot.sinkhorn.sinkhorn`, the plan (3) gives
+Given the potentials of :func:`register.ot.unbalanced.sinkhorn`, the plan (3) gives
 
     row mass     m_i = sum_j pi_ij = a_i exp(f_i / eps) sum_j b_j exp((g_j - C_ij) / eps)
     confidence   c_i = m_i / a_i                                   (transported / own mass)
@@ -23,7 +23,7 @@ import torch
 
 from register.kernels.dense import barycentre_dense
 from register.kernels.keops import barycentre_keops
-from register.ot.sinkhorn import sinkhorn
+from register.ot.unbalanced import sinkhorn
 
 BARYCENTRE = {"dense": barycentre_dense, "keops": barycentre_keops}
 
@@ -39,6 +39,8 @@ class Matches:
         cost: robust matching cost ``sum_i a_i (c_i |x_i - y^_i|^2 + (1 - c_i)_+ reach^2)``
             over ``sum_i a_i``, squared data units; lower is better.
         iterations: Sinkhorn updates done; converged: whether the tolerance was met.
+        potentials: ``(f (N,), g (M,))`` dual potentials in squared data units, to warm-start
+            a nearby problem; blur: the blur they were computed at (data units).
     """
 
     targets: torch.Tensor
@@ -46,6 +48,8 @@ class Matches:
     cost: float
     iterations: int
     converged: bool
+    potentials: tuple[torch.Tensor, torch.Tensor] | None = None
+    blur: float = math.nan
 
 
 def normalise_masses(
@@ -74,6 +78,7 @@ def robust_match(
     max_iter: int = 200,
     backend: str = "dense",
     mass: str = "total",
+    warm: Matches | None = None,
 ) -> Matches:
     """Match ``x`` onto ``y`` by unbalanced OT.
 
@@ -86,7 +91,10 @@ def robust_match(
             (outliers) add mass instead of diluting the inliers.
         blur: finest detail resolved by the matching, L.
         reach: largest displacement treated as a match, L (``inf``: balanced).
-        scaling, tol, max_iter, backend: see :func:`register.ot.sinkhorn.sinkhorn`.
+        scaling, tol, max_iter, backend: see :func:`register.ot.unbalanced.sinkhorn`.
+        warm: the matches of a nearby problem (same points, slightly moved, e.g. the previous
+            round of an iterative fit): its potentials warm-start Sinkhorn and the epsilon
+            schedule starts at its blur instead of at the diameter.
 
     Returns:
         :class:`Matches` in data units.
@@ -100,6 +108,10 @@ def robust_match(
     xn, yn = (x - centre) / scale, (y - centre) / scale
     blur_n, reach_n = blur / scale, reach / scale
 
+    init, start = None, 1.0
+    if warm is not None and warm.potentials is not None and warm.blur >= blur:
+        init = (warm.potentials[0] / scale**2, warm.potentials[1] / scale**2)
+        start = warm.blur / scale
     res = sinkhorn(
         xn,
         yn,
@@ -107,11 +119,12 @@ def robust_match(
         b,
         blur=blur_n,
         reach=reach_n,
-        diameter=1.0,
+        diameter=start,
         scaling=scaling,
         tol=tol,
         max_iter=max_iter,
         backend=backend,
+        init=init,
     )
     eps = res.eps
     # log sum_j b_j exp((g_j - C_ij)/eps) and the barycentres, in one pass.
@@ -121,4 +134,5 @@ def robust_match(
     residual = ((targets - x) ** 2).sum(-1)
     unmatched = (1 - confidence).clamp(min=0) * (reach**2 if math.isfinite(reach) else 0.0)
     cost = float((a * (confidence * residual + unmatched)).sum())
-    return Matches(targets, confidence, cost, res.iterations, res.converged)
+    potentials = (res.f * scale**2, res.g * scale**2)
+    return Matches(targets, confidence, cost, res.iterations, res.converged, potentials, blur)
