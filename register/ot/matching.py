@@ -39,8 +39,6 @@ class Matches:
         cost: robust matching cost ``sum_i a_i (c_i |x_i - y^_i|^2 + (1 - c_i)_+ reach^2)``
             over ``sum_i a_i``, squared data units; lower is better.
         iterations: Sinkhorn updates done; converged: whether the tolerance was met.
-        potentials: ``(f (N,), g (M,))`` dual potentials in squared data units, to warm-start
-            a nearby problem; blur: the blur they were computed at (data units).
     """
 
     targets: torch.Tensor
@@ -48,8 +46,6 @@ class Matches:
     cost: float
     iterations: int
     converged: bool
-    potentials: tuple[torch.Tensor, torch.Tensor] | None = None
-    blur: float = math.nan
 
 
 def normalise_masses(
@@ -78,7 +74,6 @@ def robust_match(
     max_iter: int = 200,
     backend: str = "dense",
     mass: str = "total",
-    warm: Matches | None = None,
 ) -> Matches:
     """Match ``x`` onto ``y`` by unbalanced OT.
 
@@ -92,9 +87,6 @@ def robust_match(
         blur: finest detail resolved by the matching, L.
         reach: largest displacement treated as a match, L (``inf``: balanced).
         scaling, tol, max_iter, backend: see :func:`register.ot.unbalanced.sinkhorn`.
-        warm: the matches of a nearby problem (same points, slightly moved, e.g. the previous
-            round of an iterative fit): its potentials warm-start Sinkhorn and the epsilon
-            schedule starts at its blur instead of at the diameter.
 
     Returns:
         :class:`Matches` in data units.
@@ -108,10 +100,6 @@ def robust_match(
     xn, yn = (x - centre) / scale, (y - centre) / scale
     blur_n, reach_n = blur / scale, reach / scale
 
-    init, start = None, 1.0
-    if warm is not None and warm.potentials is not None and warm.blur >= blur:
-        init = (warm.potentials[0] / scale**2, warm.potentials[1] / scale**2)
-        start = warm.blur / scale
     res = sinkhorn(
         xn,
         yn,
@@ -119,12 +107,11 @@ def robust_match(
         b,
         blur=blur_n,
         reach=reach_n,
-        diameter=start,
+        diameter=1.0,
         scaling=scaling,
         tol=tol,
         max_iter=max_iter,
         backend=backend,
-        init=init,
     )
     eps = res.eps
     # log sum_j b_j exp((g_j - C_ij)/eps) and the barycentres, in one pass.
@@ -134,5 +121,4 @@ def robust_match(
     residual = ((targets - x) ** 2).sum(-1)
     unmatched = (1 - confidence).clamp(min=0) * (reach**2 if math.isfinite(reach) else 0.0)
     cost = float((a * (confidence * residual + unmatched)).sum())
-    potentials = (res.f * scale**2, res.g * scale**2)
-    return Matches(targets, confidence, cost, res.iterations, res.converged, potentials, blur)
+    return Matches(targets, confidence, cost, res.iterations, res.converged)

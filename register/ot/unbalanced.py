@@ -76,7 +76,6 @@ def sinkhorn(
     tol: float = 1e-3,
     max_iter: int = 200,
     backend: str = "dense",
-    init: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> SinkhornResult:
     """Solve the unbalanced entropic OT problem between two weighted clouds.
 
@@ -91,9 +90,6 @@ def sinkhorn(
         tol: stop when potentials change by less than ``tol * eps`` (sup norm).
         max_iter: cap on the iterations at the final temperature.
         backend: ``"dense"`` or ``"keops"`` reductions.
-        init: warm start ``(f (N,), g (M,))`` from a nearby problem (same units); the
-            schedule then starts at ``diameter`` taken as the blur the potentials were
-            computed at, instead of at the problem's diameter.
 
     Returns:
         :class:`SinkhornResult` with potentials for the plan (3).
@@ -107,12 +103,9 @@ def sinkhorn(
 
     schedule = epsilon_schedule(diameter, blur, scaling)
     eps = schedule[0]
-    if init is not None:
-        f, g = init
-    else:
-        # Initialisation at the largest temperature: potentials of the trivial plan.
-        f = damping(eps) * softmin(eps, x, y, log_b)
-        g = damping(eps) * softmin(eps, y, x, log_a)
+    # Initialisation at the largest temperature: potentials of the trivial plan.
+    f = damping(eps) * softmin(eps, x, y, log_b)
+    g = damping(eps) * softmin(eps, y, x, log_a)
     iterations = 0
     # Annealing: symmetric (averaged) updates of (1)-(2), one per temperature.
     for eps in schedule:

@@ -49,16 +49,12 @@ class AffineResult:
     seconds: float = 0.0
 
 
-def _run_level(x, y, a, b, transform: Affine, blur, reach, cfg: AffineConfig, ms: MatchSettings, warm=None):
-    """Match-then-fit rounds at one blur until the points move less than ``MOVE_TOL * blur``.
-
-    Each round warm-starts Sinkhorn from the previous round's potentials (``warm``: the
-    matches of the previous level for the first round).
-    """
-    matches = warm
+def _run_level(x, y, a, b, transform: Affine, blur, reach, cfg: AffineConfig, ms: MatchSettings):
+    """Match-then-fit rounds at one blur until the points move less than ``MOVE_TOL * blur``."""
+    matches = None
     moved = transform.apply(x)
     for _ in range(cfg.iterations):
-        matches = ms.match(moved, y, a, b, blur, reach, warm=matches)
+        matches = ms.match(moved, y, a, b, blur, reach)
         weights = a * to_numpy(matches.confidence)
         transform = fit_affine(x, to_numpy(matches.targets), weights, cfg.mode)
         previous, moved = moved, transform.apply(x)
@@ -130,9 +126,8 @@ def affine_robot(
         transform = Affine.identity(x.shape[1])
     levels = []
     cost = float("nan")
-    matches = None
     for blur, reach in zip(cfg.blurs, per_level(cfg.reach, len(cfg.blurs)), strict=True):
-        transform, matches = _run_level(x, y, a, b, transform, blur, reach, cfg, ms, warm=matches)
+        transform, matches = _run_level(x, y, a, b, transform, blur, reach, cfg, ms)
         cost = matches.cost
         levels.append({"blur": blur, "reach": reach, "cost": cost, "sinkhorn_iterations": matches.iterations})
         log.info("affine level blur=%.4g reach=%.4g cost=%.4g", blur, reach, cost)

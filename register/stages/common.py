@@ -33,16 +33,9 @@ class MatchSettings:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=self.device)
 
     def match(
-        self,
-        x: np.ndarray,
-        y: np.ndarray,
-        a: np.ndarray,
-        b: np.ndarray,
-        blur: float,
-        reach: float,
-        warm: Matches | None = None,
+        self, x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, blur: float, reach: float
     ) -> Matches:
-        """:func:`register.ot.robust_match` on numpy inputs (data units), optionally warm-started."""
+        """:func:`register.ot.robust_match` on numpy inputs (data units)."""
         return robust_match(
             self.tensor(x),
             self.tensor(y),
@@ -55,7 +48,6 @@ class MatchSettings:
             max_iter=self.max_iter,
             backend=self.backend,
             mass=self.mass,
-            warm=warm,
         )
 
 
