@@ -27,6 +27,7 @@ from register.stages.common import MatchSettings, per_level, to_numpy
 log = logging.getLogger(__name__)
 
 MULTISTART_POINTS = 1000  # points per cloud when scoring the multi-start candidates
+MULTISTART_FINALISTS = 4  # candidates that run the whole schedule before the final choice
 MOVE_TOL = 0.01  # a level stops once no point moves by more than this fraction of the blur
 
 
@@ -70,17 +71,31 @@ def _centroid_start(rotation: np.ndarray, x, y, a, b) -> Affine:
 
 
 def _choose_start(x, y, a, b, cfg: AffineConfig, ms: MatchSettings, rng) -> tuple[Affine, int]:
+    """Best of the multi-start candidates, on subsamples of ``MULTISTART_POINTS`` points.
+
+    Every candidate is fitted at the first (coarsest) level and scored by its robust cost
+    there; the ``MULTISTART_FINALISTS`` best then run the whole blur schedule and the one
+    with the lowest cost at the finest level wins (a coarse cost alone cannot separate
+    near-symmetric poses when many points are outliers).
+    """
     xs, as_, _ = subsample(x, a, MULTISTART_POINTS, rng)
     ys, bs, _ = subsample(y, b, MULTISTART_POINTS, rng)
     candidates = cube_rotations() + principal_axes_rotations(xs, ys, as_, bs)
-    blur, reach = cfg.blurs[0], per_level(cfg.reach, len(cfg.blurs))[0]
-    best = (np.inf, None, -1)
+    reaches = per_level(cfg.reach, len(cfg.blurs))
+    coarse = []
     for k, rotation in enumerate(candidates):
         start = _centroid_start(rotation, xs, ys, as_, bs)
-        fitted, matches = _run_level(xs, ys, as_, bs, start, blur, reach, cfg, ms)
-        # Score the fitted candidate by its robust cost at the first level.
-        score = ms.match(fitted.apply(xs), ys, as_, bs, blur, reach).cost
-        log.debug("multistart candidate %d: cost %.4g", k, score)
+        fitted, _ = _run_level(xs, ys, as_, bs, start, cfg.blurs[0], reaches[0], cfg, ms)
+        score = ms.match(fitted.apply(xs), ys, as_, bs, cfg.blurs[0], reaches[0]).cost
+        log.debug("multistart candidate %d: coarse cost %.4g", k, score)
+        coarse.append((score, k, fitted))
+    best = (np.inf, None, -1)
+    for _, k, fitted in sorted(coarse, key=lambda item: item[0])[:MULTISTART_FINALISTS]:
+        transform, matches = fitted, None
+        for blur, reach in zip(cfg.blurs[1:], reaches[1:], strict=True):
+            transform, matches = _run_level(xs, ys, as_, bs, transform, blur, reach, cfg, ms)
+        score = matches.cost if matches is not None else coarse[k][0]
+        log.debug("multistart finalist %d: fine cost %.4g", k, score)
         if score < best[0]:
             best = (score, fitted, k)
     return best[1], best[2]

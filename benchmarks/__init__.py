@@ -1,0 +1,1 @@
+"""Benchmarks of ``register`` on public data read from ``../shared/data`` (never copied here)."""
