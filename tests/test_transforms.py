@@ -72,3 +72,16 @@ def test_fit_ignores_zero_weight_outliers(rng):
     y[:10] = rng.random((10, 3)) * 10  # wild outliers with weight 0
     w = np.r_[np.zeros(10), np.ones(50)]
     np.testing.assert_allclose(fit_affine(x, y, w, "rigid").translation, [0.3, 0, 0], atol=1e-9)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_multistart_candidates_are_proper_rotations(dim, rng):
+    from register.core.fitting import grid_rotations, principal_axes_rotations
+
+    x = rng.normal(size=(100, dim)) * np.arange(1, dim + 1)
+    y = x @ random_rotation(rng, 180.0)[:dim, :dim].T if dim == 3 else x[:, ::-1] * [1, -1]
+    candidates = grid_rotations(dim) + principal_axes_rotations(x, y, np.ones(100), np.ones(100))
+    assert len(candidates) == (28 if dim == 3 else 14)
+    for r in candidates:
+        np.testing.assert_allclose(r @ r.T, np.eye(dim), atol=1e-9)
+        assert np.linalg.det(r) == pytest.approx(1.0)

@@ -71,13 +71,18 @@ def rotation_angle_deg(r: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
 
 
-def cube_rotations() -> list[np.ndarray]:
-    """The 24 proper rotations mapping the coordinate axes onto themselves (signed permutations, det +1).
+def grid_rotations(dim: int) -> list[np.ndarray]:
+    """Multi-start candidate rotations covering SO(dim), dim 2 or 3.
 
-    Every rotation lies within ~62.8 degrees of one of them: multi-start candidates.
+    3-D: the 24 proper rotations mapping the coordinate axes onto themselves (signed
+    permutations, det +1); every rotation lies within ~62.8 degrees of one of them.
+    2-D: the 12 rotations by multiples of 30 degrees.
     """
     import itertools
 
+    if dim == 2:
+        angles = np.radians(np.arange(0, 360, 30))
+        return [np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) for t in angles]
     out = []
     for perm in itertools.permutations(range(3)):
         for signs in itertools.product((1.0, -1.0), repeat=3):
@@ -91,11 +96,12 @@ def cube_rotations() -> list[np.ndarray]:
 def principal_axes_rotations(
     x: np.ndarray, y: np.ndarray, wx: np.ndarray, wy: np.ndarray
 ) -> list[np.ndarray]:
-    """The 4 proper rotations aligning the principal axes of ``x`` with those of ``y``.
+    """The proper rotations aligning the principal axes of ``x`` with those of ``y`` (4 in 3-D, 2 in 2-D).
 
     Args:
-        x: ``(N, 3)``; y: ``(M, 3)``; wx: ``(N,)``; wy: ``(M,)`` masses.
+        x: ``(N, D)``; y: ``(M, D)``; wx: ``(N,)``; wy: ``(M,)`` masses.
     """
+    import itertools
 
     def axes(p: np.ndarray, w: np.ndarray) -> np.ndarray:
         w = w / w.sum()
@@ -105,9 +111,14 @@ def principal_axes_rotations(
 
     ex, ey = axes(x, wx), axes(y, wy)
     out = []
-    for s in ((1, 1, 1), (1, -1, -1), (-1, 1, -1), (-1, -1, 1)):
-        r = (ey * np.array(s)) @ ex.T
-        if np.linalg.det(r) < 0:
-            r = (ey * -np.array(s)) @ ex.T
+    # Axis sign flips with an even number of -1: each gives one proper rotation.
+    for signs in itertools.product((1.0, -1.0), repeat=x.shape[1]):
+        if np.prod(signs) < 0:
+            continue
+        r = (ey * np.array(signs)) @ ex.T
+        if np.linalg.det(r) < 0:  # ex, ey of opposite handedness: flip the weakest axis
+            flip = np.array(signs)
+            flip[0] = -flip[0]
+            r = (ey * flip) @ ex.T
         out.append(r)
     return out

@@ -5,8 +5,8 @@ At each level (blur coarse to fine) repeat ``iterations`` times:
     2. weighted least-squares fit of ``T`` (rigid / similarity / affine) to ``x_i -> y^_i``
        with weights ``a_i c_i`` (outliers and missing parts have ``c_i ~ 0`` and do not pull).
 The fit always maps the *original* source points, so errors do not accumulate.
-With ``multistart``, the first level is run from 28 initial rotations (the 24 cube
-rotations and 4 principal-axis alignments) and the start with the lowest robust
+With ``multistart``, the first level is run from 28 initial rotations in 3-D (the 24 cube
+rotations and 4 principal-axis alignments; 14 in 2-D) and the start with the lowest robust
 matching cost is kept.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from register.config import AffineConfig
-from register.core.fitting import cube_rotations, fit_affine, principal_axes_rotations
+from register.core.fitting import fit_affine, grid_rotations, principal_axes_rotations
 from register.core.sampling import subsample
 from register.core.transforms import Affine
 from register.stages.common import MatchSettings, per_level, to_numpy
@@ -80,7 +80,7 @@ def _choose_start(x, y, a, b, cfg: AffineConfig, ms: MatchSettings, rng) -> tupl
     """
     xs, as_, _ = subsample(x, a, MULTISTART_POINTS, rng)
     ys, bs, _ = subsample(y, b, MULTISTART_POINTS, rng)
-    candidates = cube_rotations() + principal_axes_rotations(xs, ys, as_, bs)
+    candidates = grid_rotations(xs.shape[1]) + principal_axes_rotations(xs, ys, as_, bs)
     reaches = per_level(cfg.reach, len(cfg.blurs))
     coarse = []
     for k, rotation in enumerate(candidates):
@@ -132,10 +132,6 @@ def affine_robot(
     if init is not None:
         transform = init
     elif cfg.multistart:
-        if x.shape[1] != 3:
-            from register.errors import InputError
-
-            raise InputError("affine.multistart needs 3-D points")
         transform, start = _choose_start(x, y, a, b, cfg, ms, rng)
     else:
         transform = Affine.identity(x.shape[1])
