@@ -52,6 +52,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from register.metrics import error_summary  # noqa: E402
+
 FAMILIES = ("dirlab", "lung250m", "shapes", "teaser")
 METHODS = ("none", "affine", "affine+spline")
 DIRLAB_CASES = (1, 2, 3, 4, 5)
@@ -95,16 +97,6 @@ def shuffled(points: np.ndarray) -> np.ndarray:
 def load_csv(path: Path) -> np.ndarray:
     """A comma-separated numeric table; ``#`` lines are comments."""
     return np.loadtxt(path, delimiter=",", comments="#", ndmin=2)
-
-
-def error_stats(err: np.ndarray) -> dict[str, float]:
-    return {
-        "mean": float(err.mean()),
-        "median": float(np.median(err)),
-        "p75": float(np.percentile(err, 75)),
-        "p95": float(np.percentile(err, 95)),
-        "max": float(err.max()),
-    }
 
 
 def machine_info() -> dict:
@@ -189,14 +181,14 @@ def run_landmark_case(
     }
     records = [
         {**base, "method": "none", "seconds": 0.0}
-        | error_stats(np.linalg.norm(evaluate - reference, axis=1) * scale)
+        | error_summary(np.linalg.norm(evaluate - reference, axis=1) * scale)
     ]
     for method, cfg in configs(preset).items():
         record = {**base, "method": method}
         try:
             result, seconds = timed_register(source, target_shuffled, cfg, device)
             warped = result.transform.apply(evaluate)
-            record |= error_stats(np.linalg.norm(warped - reference, axis=1) * scale)
+            record |= error_summary(np.linalg.norm(warped - reference, axis=1) * scale)
             record |= {
                 "seconds": seconds,
                 "stage_seconds": {s["name"]: s["seconds"] for s in result.stages},

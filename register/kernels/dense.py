@@ -38,6 +38,18 @@ def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.addmm(yy, x, y.T, alpha=-1.0).add_(xx).clamp_(min=0.0)
 
 
+def _shifted_kernels(eps: float, x: torch.Tensor, y: torch.Tensor, h: torch.Tensor):
+    """Per row chunk: ``(rows, exp(h_j - C_ij / eps - m_i), m_i)`` with ``m_i`` the row max.
+
+    The max shift keeps exp() in range (log-sum-exp trick); values below ``_EXP_FLOOR`` are
+    clamped before exp() (see the constant).
+    """
+    for rows in row_chunks(len(x), len(y)):
+        s = squared_distances(x[rows], y).mul_(-1.0 / eps).add_(h[None, :])
+        m = s.amax(dim=1, keepdim=True)
+        yield rows, s.sub_(m).clamp_(min=_EXP_FLOOR).exp_(), m[:, 0]
+
+
 def softmin_dense(eps: float, x: torch.Tensor, y: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """Soft-min reduction ``f_i = -eps * log sum_j exp(h_j - C_ij / eps)``.
 
@@ -51,12 +63,8 @@ def softmin_dense(eps: float, x: torch.Tensor, y: torch.Tensor, h: torch.Tensor)
         ``(N,)`` tensor, same dtype and device as ``x``.
     """
     out = torch.empty(len(x), dtype=x.dtype, device=x.device)
-    for rows in row_chunks(len(x), len(y)):
-        xi = x[rows]
-        s = squared_distances(xi, y).mul_(-1.0 / eps).add_(h[None, :])
-        m = s.amax(dim=1, keepdim=True)
-        s.sub_(m).clamp_(min=_EXP_FLOOR).exp_()
-        out[rows] = -eps * (s.sum(dim=1).log_() + m[:, 0])
+    for rows, k, m in _shifted_kernels(eps, x, y, h):
+        out[rows] = -eps * (k.sum(dim=1).log_() + m)
     return out
 
 
@@ -77,14 +85,10 @@ def barycentre_dense(
     """
     avg = torch.empty(len(x), values.shape[1], dtype=x.dtype, device=x.device)
     lse = torch.empty(len(x), dtype=x.dtype, device=x.device)
-    for rows in row_chunks(len(x), len(y)):
-        xi = x[rows]
-        s = squared_distances(xi, y).mul_(-1.0 / eps).add_(h[None, :])
-        m = s.amax(dim=1, keepdim=True)
-        s.sub_(m).clamp_(min=_EXP_FLOOR).exp_()
-        total = s.sum(dim=1)
-        avg[rows] = (s @ values) / total[:, None]
-        lse[rows] = total.log() + m[:, 0]
+    for rows, k, m in _shifted_kernels(eps, x, y, h):
+        total = k.sum(dim=1)
+        avg[rows] = (k @ values) / total[:, None]
+        lse[rows] = total.log() + m
     return avg, lse
 
 
