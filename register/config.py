@@ -36,8 +36,8 @@ class AffineConfig:
         reach: OT reach per level (length unit; ``inf`` = balanced). One value is broadcast.
         iterations: at most this many match-then-fit rounds per level (a level stops once no
             point moves by more than 1 % of its blur).
-        multistart: try 24 cube rotations and 4 principal-axis alignments first, keep the best
-            (for rotations beyond ~45 degrees).
+        multistart: start from 28 rotations in 3-D (24 cube rotations, 4 principal-axis
+            alignments; 14 in 2-D), keep the best (for rotations beyond ~45 degrees).
         max_points: matching runs on at most this many points per cloud (seeded subsample).
     """
 
