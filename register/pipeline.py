@@ -74,21 +74,14 @@ def resolve_device(device: str) -> str:
 
 def masses(cloud: PointCloud, name: str) -> np.ndarray:
     """Per-point masses ``(N,)``: uniform, or the point attribute ``name`` (e.g. vessel radius)."""
+    from register.io.weights import read_weights
+
     if not name:
         return np.ones(len(cloud))
-    if name not in cloud.point_data:
-        known = ", ".join(sorted(cloud.point_data)) or "none"
-        raise InputError(f"{cloud.label}: --weights {name}: no such point attribute (available: {known})")
-    w = np.asarray(cloud.point_data[name], dtype=np.float64)
-    if w.ndim == 2 and w.shape[1] == 1:
-        w = w[:, 0]
-    if w.ndim != 1:
-        raise InputError(
-            f"{cloud.label}: --weights {name}: attribute has shape {w.shape}, expected one value per point"
-        )
-    if not np.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
-        raise InputError(f"{cloud.label}: --weights {name}: masses must be finite, >= 0, with a positive sum")
-    return w
+    try:
+        return read_weights(cloud, name)
+    except InputError as exc:
+        raise InputError(f"--weights {name}: {exc}") from None
 
 
 def _as_cloud(points, what: str) -> PointCloud:
