@@ -3,21 +3,11 @@
 import numpy as np
 import pytest
 
+from benchmarks.core import TEASER_CONFIG as CONFIG  # the benchmark's settings, shared
 from register.config import from_dict
 from register.core.fitting import rotation_angle_deg
 from register.io import read_points
 from register.pipeline import register
-
-CONFIG = {
-    "pipeline": {"stages": ["affine"], "length_unit": "relative", "mass": "point"},
-    "affine": {
-        "mode": "similarity",
-        "multistart": True,
-        "blurs": [0.1, 0.05, 0.02, 0.01],
-        "reach": [0.3, 0.1, 0.05, 0.03],
-        "iterations": 20,
-    },
-}
 
 
 def _fit(folder) -> np.ndarray:
