@@ -256,7 +256,7 @@ def _small_gicp(data: Path) -> Case:
     src, tgt = _points(folder / "source.ply"), _points(folder / "target.ply")
     t_gt = np.loadtxt(folder / "T_target_source.txt").reshape(4, 4)
     truth = src @ t_gt[:3, :3].T + t_gt[:3, 3]
-    return _pair_case("rigid", "small_gicp/lidar", src, tgt, src, truth, "tre", "default", "m")
+    return _pair_case("rigid", "small_gicp/lidar", src, tgt, src, truth, "tre", "rigid", "m")
 
 
 # ---------------------------------------------------------------------------------- catalog
