@@ -34,7 +34,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -53,6 +52,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.machine import cpu_model  # noqa: E402
+from benchmarks.tables import write_rows  # noqa: E402
 from register.metrics import error_summary  # noqa: E402
 
 FAMILIES = ("dirlab", "lung250m", "shapes", "teaser")
@@ -430,11 +430,7 @@ def write_csv(path: Path, records: list[dict]) -> None:
             else:
                 row[k] = v
         flat.append(row)
-    columns = list(dict.fromkeys(k for row in flat for k in row))
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(flat)
+    write_rows(path, flat)
 
 
 def fmt(value, digits: int = 2) -> str:

@@ -28,7 +28,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import csv  # noqa: E402
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -44,6 +43,7 @@ import numpy as np  # noqa: E402
 from benchmarks import suites  # noqa: E402
 from benchmarks.machine import cpu_model, memory_total  # noqa: E402
 from benchmarks.peers import PEER_METHODS  # noqa: E402
+from benchmarks.tables import write_rows  # noqa: E402
 
 FAST_METHODS = ("register", "open3d_icp")
 DEFAULT_METHODS = ("register", *PEER_METHODS)
@@ -252,11 +252,7 @@ def write_csv(path: Path, records: list[dict]) -> None:
             else:
                 row[k] = v
         flat.append(row)
-    columns = list(dict.fromkeys(k for row in flat for k in row))
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(flat)
+    write_rows(path, flat)
 
 
 def _finite(v) -> bool:
