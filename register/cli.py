@@ -89,14 +89,13 @@ def _versions() -> dict[str, str]:
 
 
 def _parse_stages(stages: str | None, cfg):
-    from dataclasses import replace
+    """``cfg`` with ``pipeline.stages`` from a comma-separated ``--stages`` value (checked)."""
+    from register.config import from_dict
 
     if stages is None:
         return cfg
     names = [s.strip() for s in stages.split(",") if s.strip()]
-    from register.config import from_dict
-
-    return from_dict({"pipeline": {"stages": names}}, origin="--stages", base=replace(cfg))
+    return from_dict({"pipeline": {"stages": names}}, origin="--stages", base=cfg)
 
 
 @app.command("run")

@@ -186,7 +186,8 @@ def register(
         nearest = cKDTree(x[conf_points]).query(x, k=1, workers=-1)[1]
         confidence = confidence_sub[nearest]
     transform = Composite(steps)
-    warped = transform.apply(x) if steps else x.copy()
+    # `current` is already transform.apply(x): each step was applied as it was fitted.
+    warped = current if steps else x.copy()
     metrics = {
         "source_points": len(x),
         "target_points": len(y),
