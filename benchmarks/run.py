@@ -365,7 +365,7 @@ def write_markdown(path: Path, records: list[dict], meta: dict) -> None:
     lines = [
         f"# register benchmark suite `{meta['suite']}`" + (" (quick smoke test)" if meta["quick"] else ""),
         "",
-        f"- command: `{meta['command']}`",
+        *(f"- command: `{c}`" for c in meta.get("commands", [meta["command"]])),
         f"- date: {meta['date']}; wall time {meta.get('total_seconds', math.nan) / 60:.1f} min"
         + ("" if meta.get("finished") else " (**incomplete**: still running or interrupted)"),
         f"- machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory']} RAM, {m['platform']}, "
@@ -411,6 +411,30 @@ def write_all(out: Path, stem: str, records: list[dict], meta: dict) -> None:
 # ----------------------------------------------------------------------------------- main
 
 
+def merge_base(path: Path, meta: dict, methods: list[str]) -> tuple[list[dict], dict]:
+    """Records and metadata to start from with ``--update``: those of ``path`` minus ``methods``.
+
+    The merged metadata lists every command that contributed (``commands``) and the union of the
+    methods (previous ones first); settings that must match (seed, threads, limits, device) are
+    checked so that the merged table stays a like-for-like comparison.
+    """
+    if not path.exists():
+        return [], meta
+    old = json.loads(path.read_text())
+    for key in ("seed", "threads", "time_limit_s", "memory_limit_mb", "device", "quick"):
+        if old.get(key) != meta[key]:
+            raise SystemExit(
+                f"error: --update: {path} was made with {key}={old.get(key)!r}, this run has "
+                f"{meta[key]!r}; use the same settings or another --out"
+            )
+    kept = [r for r in old["records"] if r["method"] not in methods]
+    merged = dict(meta)
+    merged["methods"] = list(dict.fromkeys([*old["methods"], *methods]))
+    merged["commands"] = [*old.get("commands", [old["command"]]), meta["command"]]
+    merged["previous_seconds"] = float(old.get("total_seconds", 0.0))
+    return kept, merged
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
@@ -431,6 +455,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="device of register (cpu, cuda, auto)")
     p.add_argument("--quick", action="store_true", help="one small case per family, fast methods only")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/suite"), help="results folder")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="merge into the existing results of the same suite: rerun only the given methods and keep "
+        "the other methods' records (e.g. peers once, register after each change)",
+    )
     return p.parse_args(argv)
 
 
@@ -484,9 +514,11 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(data),
         "finished": False,
     }
-    say(f"suite {args.suite}{' (quick)' if args.quick else ''}: methods {', '.join(methods)}")
-    t_start = time.perf_counter()
     records: list[dict] = []
+    if args.update:
+        records, meta = merge_base(out / f"{stem}.json", meta, methods)
+    say(f"suite {args.suite}{' (quick)' if args.quick else ''}: methods {', '.join(methods)}")
+    t_start = time.perf_counter() - meta.get("previous_seconds", 0.0)
     for family in families:
         names = suites.case_names(family, args.quick)
         if wanted:
@@ -499,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             for method in ["none", *[m for m in methods if m != "none"]]:
                 r = run_method(method, case, args)
+                records = [q for q in records if (q["case"], q["method"]) != (case.name, method)]
                 records.append(r)
                 detail = "" if r["status"] == "ok" else f"  {r.get('message', '')[-200:]!r}"
                 say(

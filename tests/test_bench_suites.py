@@ -188,3 +188,23 @@ def test_quick_rigid_open3d_subprocess(data: Path, tmp_path: Path) -> None:
     assert methods["open3d_icp"]["status"] == "ok" and math.isfinite(methods["open3d_icp"]["value"])
     assert math.isfinite(methods["open3d_icp"]["seconds"])
     assert "teaser/benchmark_1" in (tmp_path / "suite_rigid_quick.md").read_text()
+
+
+def test_update_merges_methods_and_refuses_other_settings(data: Path, tmp_path: Path) -> None:
+    """``--update`` keeps the other methods' records, replaces the rerun ones, checks settings."""
+    base = ["--data", str(data), "--quick", "--suite", "rigid", "--out", str(tmp_path)]
+    assert run.main([*base, "--methods", "open3d_icp"]) == 0
+    first = json.loads((tmp_path / "suite_rigid_quick.json").read_text())
+    icp = next(r for r in first["records"] if r["method"] == "open3d_icp")
+    # A second method merged in: open3d_icp's record is kept as it was, not rerun.
+    assert run.main([*base, "--methods", "probreg_cpd_rigid", "--update"]) == 0
+    merged = json.loads((tmp_path / "suite_rigid_quick.json").read_text())
+    by_method = {r["method"]: r for r in merged["records"]}
+    assert set(by_method) == {"none", "open3d_icp", "probreg_cpd_rigid"}
+    assert by_method["open3d_icp"] == icp
+    assert merged["methods"] == ["open3d_icp", "probreg_cpd_rigid"] and len(merged["commands"]) == 2
+    md = (tmp_path / "suite_rigid_quick.md").read_text()
+    assert md.count("- command: `python -m benchmarks.run") == 2
+    # Another seed would mix incomparable runs in one table: refused.
+    with pytest.raises(SystemExit, match="seed"):
+        run.main([*base, "--methods", "open3d_icp", "--update", "--seed", "1"])
