@@ -411,8 +411,11 @@ def write_all(out: Path, stem: str, records: list[dict], meta: dict) -> None:
 # ----------------------------------------------------------------------------------- main
 
 
-def merge_base(path: Path, meta: dict, methods: list[str]) -> tuple[list[dict], dict]:
-    """Records and metadata to start from with ``--update``: those of ``path`` minus ``methods``.
+def merge_base(path: Path, meta: dict, methods: list[str], replace: bool) -> tuple[list[dict], dict]:
+    """Records and metadata to start from with ``--update`` / ``--resume``.
+
+    The records of ``path``, minus those of ``methods`` when ``replace`` (``--update`` reruns
+    them; ``--resume`` keeps them and skips their runs).
 
     The merged metadata lists every command that contributed (``commands``) and the union of the
     methods (previous ones first); settings that must match (seed, threads, limits, device) are
@@ -427,7 +430,7 @@ def merge_base(path: Path, meta: dict, methods: list[str]) -> tuple[list[dict], 
                 f"error: --update: {path} was made with {key}={old.get(key)!r}, this run has "
                 f"{meta[key]!r}; use the same settings or another --out"
             )
-    kept = [r for r in old["records"] if r["method"] not in methods]
+    kept = [r for r in old["records"] if not (replace and r["method"] in methods)]
     merged = dict(meta)
     merged["methods"] = list(dict.fromkeys([*old["methods"], *methods]))
     merged["commands"] = [*old.get("commands", [old["command"]]), meta["command"]]
@@ -460,6 +463,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="merge into the existing results of the same suite: rerun only the given methods and keep "
         "the other methods' records (e.g. peers once, register after each change)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: like --update, but keep (and skip) the case/method runs "
+        "already recorded; results are saved after every run",
     )
     return p.parse_args(argv)
 
@@ -515,8 +524,9 @@ def main(argv: list[str] | None = None) -> int:
         "finished": False,
     }
     records: list[dict] = []
-    if args.update:
-        records, meta = merge_base(out / f"{stem}.json", meta, methods)
+    if args.update or args.resume:
+        records, meta = merge_base(out / f"{stem}.json", meta, methods, replace=not args.resume)
+    done = {(r["case"], r["method"]) for r in records} if args.resume else set()
     say(f"suite {args.suite}{' (quick)' if args.quick else ''}: methods {', '.join(methods)}")
     t_start = time.perf_counter() - meta.get("previous_seconds", 0.0)
     for family in families:
@@ -530,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"[{family}] {case.name}: {len(case.source)} -> {len(case.target)} points, preset {case.preset}"
             )
             for method in ["none", *[m for m in methods if m != "none"]]:
+                if (case.name, method) in done:
+                    say(f"  {method:22s} already recorded (--resume)")
+                    continue
                 r = run_method(method, case, args)
                 records = [q for q in records if (q["case"], q["method"]) != (case.name, method)]
                 records.append(r)
@@ -539,8 +552,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"  wall {fmt(r.get('seconds'), 1)} s  cpu {fmt(r.get('cpu_seconds'), 1)} s"
                     f"  peak {fmt(r.get('peak_rss_mb'), 0)} MiB{detail if r['status'].startswith('error') else ''}"
                 )
-            meta["total_seconds"] = time.perf_counter() - t_start
-            write_all(out, stem, records, meta)
+                meta["total_seconds"] = time.perf_counter() - t_start
+                write_all(out, stem, records, meta)
     meta["total_seconds"] = time.perf_counter() - t_start
     meta["finished"] = True
     write_all(out, stem, records, meta)

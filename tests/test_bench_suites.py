@@ -208,3 +208,15 @@ def test_update_merges_methods_and_refuses_other_settings(data: Path, tmp_path: 
     # Another seed would mix incomparable runs in one table: refused.
     with pytest.raises(SystemExit, match="seed"):
         run.main([*base, "--methods", "open3d_icp", "--update", "--seed", "1"])
+
+
+def test_resume_skips_recorded_runs(data: Path, tmp_path: Path) -> None:
+    """``--resume`` keeps every recorded case/method run and only adds the missing ones."""
+    base = ["--data", str(data), "--quick", "--suite", "rigid", "--out", str(tmp_path)]
+    assert run.main([*base, "--methods", "open3d_icp"]) == 0
+    first = {r["method"]: r for r in json.loads((tmp_path / "suite_rigid_quick.json").read_text())["records"]}
+    assert run.main([*base, "--methods", "open3d_icp,probreg_cpd_rigid", "--resume"]) == 0
+    merged = json.loads((tmp_path / "suite_rigid_quick.json").read_text())
+    by_method = {r["method"]: r for r in merged["records"]}
+    assert by_method["open3d_icp"] == first["open3d_icp"] and by_method["none"] == first["none"]
+    assert by_method["probreg_cpd_rigid"]["status"] == "ok" and len(merged["records"]) == 3
