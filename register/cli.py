@@ -112,7 +112,9 @@ def run(
     ] = None,
     pipeline: Annotated[
         str,
-        typer.Option("-p", "--pipeline", help="Preset (default, lung, rigid, sceneflow, shapes) or a .toml file."),
+        typer.Option(
+            "-p", "--pipeline", help="Preset (default, lung, rigid, sceneflow, shapes) or a .toml file."
+        ),
     ] = "default",
     stages: Annotated[
         str | None, typer.Option(help="Comma-separated stages to run, e.g. affine or affine,spline.")

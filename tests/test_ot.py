@@ -73,3 +73,22 @@ def test_keops_agrees_with_dense(reach):
     md = robust_match(x, y, blur=0.05, reach=reach, backend="dense")
     torch.testing.assert_close(mk.targets, md.targets, atol=1e-4, rtol=0)
     torch.testing.assert_close(mk.confidence, md.confidence, atol=1e-4, rtol=0)
+
+
+def test_neighbour_reductions_equal_dense_on_full_lists_and_ignore_padding():
+    """With every y in every list (plus padding slots) the truncated reductions are the dense ones."""
+    from register.kernels.neighbours import barycentre_neighbours, neighbour_cost, softmin_neighbours
+
+    x, y = _clouds(50, 40)
+    h = torch.randn(40, generator=torch.Generator().manual_seed(2))
+    eps = 0.02
+    index = torch.cat([torch.arange(40).repeat(50, 1), torch.full((50, 5), 7)], dim=1)  # 5 pads
+    valid = torch.cat([torch.ones(50, 40, dtype=torch.bool), torch.zeros(50, 5, dtype=torch.bool)], 1)
+    nb = neighbour_cost(x, y, index, valid)
+    torch.testing.assert_close(
+        softmin_neighbours(eps, nb, h), softmin_dense(eps, x, y, h), rtol=1e-4, atol=1e-6
+    )
+    avg, lse = barycentre_neighbours(eps, nb, h, y)
+    avg_d, lse_d = barycentre_dense(eps, x, y, h, y)
+    torch.testing.assert_close(avg, avg_d, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(lse, lse_d, rtol=1e-4, atol=1e-4)
