@@ -146,7 +146,11 @@ def run(
         ),
     ] = None,
     backend: Annotated[
-        str | None, typer.Option(help="Kernel backend: auto, dense, keops.", rich_help_panel=ADVANCED)
+        str | None,
+        typer.Option(
+            help="Kernel backend: auto, dense, sparse (multiscale truncated, CPU), keops.",
+            rich_help_panel=ADVANCED,
+        ),
     ] = None,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Log each level of each stage.", rich_help_panel=ADVANCED)
@@ -462,6 +466,7 @@ def info(
         "backends": {
             "dense": "torch tensorised reductions (CPU and CUDA)",
             "keops": "KeOps online reductions (CUDA; CPU works but compiles and runs slower)",
+            "sparse": "multiscale truncated Sinkhorn over neighbour lists (experimental; explicit only)",
             "auto": "dense on CPU; keops on CUDA for large problems",
         },
         "presets": preset_names(),

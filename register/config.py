@@ -97,7 +97,7 @@ class RunConfig:
         mass: ``total`` (each cloud has total mass 1: clouds of different densities) or
             ``point`` (one unit of mass per point in both clouds: extra target points such
             as outliers or clutter add mass instead of diluting the inliers).
-        backend: kernel backend, ``auto``, ``dense`` or ``keops``.
+        backend: kernel backend, ``auto``, ``dense``, ``sparse`` or ``keops``.
         scaling: ratio of successive blurs in Sinkhorn's epsilon-scaling, in (0, 1).
         tol: Sinkhorn stops when potentials move less than ``tol * blur^2``.
         max_iter: cap on Sinkhorn iterations at the final blur.
@@ -152,7 +152,7 @@ class PipelineConfig:
 
 _CHOICES = {
     ("pipeline", "length_unit"): ("data", "relative"),
-    ("pipeline", "backend"): ("auto", "dense", "keops"),
+    ("pipeline", "backend"): ("auto", "dense", "sparse", "keops"),
     ("pipeline", "mass"): ("total", "point"),
     ("affine", "mode"): ("rigid", "similarity", "affine"),
 }

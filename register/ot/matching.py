@@ -23,6 +23,8 @@ import torch
 
 from register.kernels.dense import barycentre_dense
 from register.kernels.keops import barycentre_keops
+from register.kernels.neighbours import barycentre_neighbours
+from register.ot.multiscale import sinkhorn_multiscale
 from register.ot.unbalanced import sinkhorn
 
 BARYCENTRE = {"dense": barycentre_dense, "keops": barycentre_keops}
@@ -86,7 +88,9 @@ def robust_match(
             (outliers) add mass instead of diluting the inliers.
         blur: finest detail resolved by the matching, L.
         reach: largest displacement treated as a match, L (``inf``: balanced).
-        scaling, tol, max_iter, backend: see :func:`register.ot.unbalanced.sinkhorn`.
+        scaling, tol, max_iter: see :func:`register.ot.unbalanced.sinkhorn`.
+        backend: ``dense`` or ``keops`` (:func:`register.ot.unbalanced.sinkhorn`), or
+            ``sparse`` (:func:`register.ot.multiscale.sinkhorn_multiscale`).
 
     Returns:
         :class:`Matches` in data units.
@@ -100,22 +104,16 @@ def robust_match(
     xn, yn = (x - centre) / scale, (y - centre) / scale
     blur_n, reach_n = blur / scale, reach / scale
 
-    res = sinkhorn(
-        xn,
-        yn,
-        a,
-        b,
-        blur=blur_n,
-        reach=reach_n,
-        diameter=1.0,
-        scaling=scaling,
-        tol=tol,
-        max_iter=max_iter,
-        backend=backend,
-    )
-    eps = res.eps
-    # log sum_j b_j exp((g_j - C_ij)/eps) and the barycentres, in one pass.
-    targets_n, lse = BARYCENTRE[backend](eps, xn, yn, b.log() + res.g / eps, yn)
+    settings = {"blur": blur_n, "reach": reach_n, "diameter": 1.0, "scaling": scaling, "tol": tol}
+    if backend == "sparse":
+        res, nb = sinkhorn_multiscale(xn, yn, a, b, max_iter=max_iter, **settings)
+        eps = res.eps
+        targets_n, lse = barycentre_neighbours(eps, nb, b.log() + res.g / eps, yn)
+    else:
+        res = sinkhorn(xn, yn, a, b, max_iter=max_iter, backend=backend, **settings)
+        eps = res.eps
+        # log sum_j b_j exp((g_j - C_ij)/eps) and the barycentres, in one pass.
+        targets_n, lse = BARYCENTRE[backend](eps, xn, yn, b.log() + res.g / eps, yn)
     confidence = torch.exp(res.f / eps + lse)
     targets = targets_n * scale + centre
     residual = ((targets - x) ** 2).sum(-1)

@@ -15,7 +15,7 @@ class MatchSettings:
     """Sinkhorn settings shared by every matching call of a run.
 
     Attributes:
-        backend: ``dense`` or ``keops`` (already resolved from ``auto``).
+        backend: ``dense``, ``sparse`` or ``keops`` (already resolved from ``auto``).
         device: torch device string (``cpu``, ``cuda``, ``cuda:1``).
         scaling: epsilon-scaling ratio; tol: convergence tolerance (x eps); max_iter: cap.
         mass: mass normalisation, ``total`` or ``point`` (see :func:`register.ot.robust_match`).
