@@ -7,7 +7,7 @@ of the result files. A cell is the mean headline error over the group's cases wi
 wall seconds of the successful runs; ``k/n ok`` when some runs timed out, ran out of memory or
 failed, ``—`` when none succeeded and blank when the method was not run on the group. The
 best mean of each row is in bold (only among methods that succeeded on every case of the
-group). The last column holds BCPD's figures from ``../shared/data/PEERS.md`` (BCPD cannot be
+group, and better than no registration). The last column holds BCPD's figures from ``../shared/data/PEERS.md`` (BCPD cannot be
 installed here): reference values measured elsewhere on the same inputs, **not run here**.
 """
 
@@ -49,10 +49,11 @@ def cell(runs: list[dict] | None, n_cases: int, digits: int) -> tuple[str, float
     """Markdown cell and the mean value (``None`` unless every case succeeded)."""
     if not runs:
         return "", None
+    ran = f" [run on {len(runs)}/{n_cases}]" if len(runs) < n_cases else ""
     ok = [r for r in runs if r.get("status") == "ok" and _finite(r.get("value"))]
     if not ok:
         statuses = sorted({r.get("status", "?").split(":")[0] for r in runs})
-        return "/".join("n/a" if s == "unavailable" else s for s in statuses), None
+        return "/".join("n/a" if s == "unavailable" else s for s in statuses) + ran, None
     mean = float(np.mean([r["value"] for r in ok]))
     text = fmt(mean, digits)
     if runs[0]["method"] != "none":
@@ -81,6 +82,8 @@ def summary(payloads: list[dict]) -> str:
             cells.append(text)
             if mean is not None and m != "none":
                 means[m] = mean
+        baseline = cell(by_method.get("none"), n_cases, _digits(unit))[1]
+        means = {m: v for m, v in means.items() if baseline is None or v < baseline}
         if means:
             best = min(means, key=means.get)
             i = methods.index(best)

@@ -29,8 +29,11 @@ def test_group_means_partial_and_best() -> None:
         _rec("dirlab4dct/case2", "cpd", float("nan"), status="timeout"),
         _rec("dirlab4dct/case1", "bcpd", float("nan"), status="unavailable: no binary"),
         _rec("dirlab4dct/case2", "bcpd", float("nan"), status="unavailable: no binary"),
+        _rec("dirlab4dct/case1", "pycpd", float("nan"), status="timeout"),
+        _rec("dirlab4dct/case1", "icp", 9.0),
+        _rec("dirlab4dct/case2", "icp", 9.0),
     ]
-    md = summary([{"methods": ["register", "cpd", "bcpd"], "records": records}])
+    md = summary([{"methods": ["register", "cpd", "bcpd", "pycpd", "icp"], "records": records}])
     row = next(line for line in md.splitlines() if line.startswith("| dirlab4dct"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[0] == "dirlab4dct (2, TRE mm)"
@@ -38,4 +41,6 @@ def test_group_means_partial_and_best() -> None:
     assert cells[2] == "**0.30 (3.0 s)**"  # best among methods that succeeded everywhere
     assert cells[3] == "1.00 (1.0 s) [1/2 ok]"  # a timeout is counted, not dropped
     assert cells[4] == "n/a"
-    assert cells[5].startswith("0.71")  # BCPD reference from PEERS.md
+    assert cells[5] == "timeout [run on 1/2]"  # a method not run on every case says so
+    assert cells[6] == "9.00 (1.0 s)"  # worse than no registration: never bold
+    assert cells[7].startswith("0.71")  # BCPD reference from PEERS.md
