@@ -411,11 +411,14 @@ def write_all(out: Path, stem: str, records: list[dict], meta: dict) -> None:
 # ----------------------------------------------------------------------------------- main
 
 
-def merge_base(path: Path, meta: dict, methods: list[str], replace: bool) -> tuple[list[dict], dict]:
+def merge_base(
+    path: Path, meta: dict, methods: list[str], replace: bool, cases: list[str] | None = None
+) -> tuple[list[dict], dict]:
     """Records and metadata to start from with ``--update`` / ``--resume``.
 
-    The records of ``path``, minus those of ``methods`` when ``replace`` (``--update`` reruns
-    them; ``--resume`` keeps them and skips their runs).
+    The records of ``path``, minus those of ``methods`` (on ``cases``, or every case when
+    ``None``) when ``replace`` (``--update`` reruns them; ``--resume`` keeps them and skips
+    their runs).
 
     The merged metadata lists every command that contributed (``commands``) and the union of the
     methods (previous ones first); settings that must match (seed, threads, limits, device) are
@@ -430,7 +433,11 @@ def merge_base(path: Path, meta: dict, methods: list[str], replace: bool) -> tup
                 f"error: --update: {path} was made with {key}={old.get(key)!r}, this run has "
                 f"{meta[key]!r}; use the same settings or another --out"
             )
-    kept = [r for r in old["records"] if not (replace and r["method"] in methods)]
+    kept = [
+        r
+        for r in old["records"]
+        if not (replace and r["method"] in methods and (cases is None or r["case"] in cases))
+    ]
     merged = dict(meta)
     merged["methods"] = list(dict.fromkeys([*old["methods"], *methods]))
     merged["commands"] = [*old.get("commands", [old["command"]]), meta["command"]]
@@ -506,8 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     wanted = [c.strip() for c in args.cases.split(",")] if args.cases else None
     stem = f"suite_{args.suite.replace(',', '+')}" + ("_quick" if args.quick else "")
-    if wanted:
-        stem += "_partial"
+    if wanted and not (args.update or args.resume):
+        stem += "_partial"  # a subset on its own; with --update/--resume it merges into the full results
     meta = {
         "suite": args.suite,
         "quick": args.quick,
@@ -525,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     records: list[dict] = []
     if args.update or args.resume:
-        records, meta = merge_base(out / f"{stem}.json", meta, methods, replace=not args.resume)
+        records, meta = merge_base(out / f"{stem}.json", meta, methods, not args.resume, wanted)
     done = {(r["case"], r["method"]) for r in records} if args.resume else set()
     say(f"suite {args.suite}{' (quick)' if args.quick else ''}: methods {', '.join(methods)}")
     t_start = time.perf_counter() - meta.get("previous_seconds", 0.0)

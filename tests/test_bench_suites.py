@@ -220,3 +220,19 @@ def test_resume_skips_recorded_runs(data: Path, tmp_path: Path) -> None:
     by_method = {r["method"]: r for r in merged["records"]}
     assert by_method["open3d_icp"] == first["open3d_icp"] and by_method["none"] == first["none"]
     assert by_method["probreg_cpd_rigid"]["status"] == "ok" and len(merged["records"]) == 3
+
+
+def test_update_of_some_cases_keeps_the_others(data: Path, tmp_path: Path) -> None:
+    """``--update --cases`` reruns those cases only and merges into the full results file."""
+    base = ["--data", str(data), "--suite", "rigid", "--out", str(tmp_path), "--methods", "open3d_icp"]
+    assert run.main([*base, "--cases", "teaser/benchmark_1,teaser/benchmark_2", "--update"]) == 0
+    first = {
+        (r["case"], r["method"]): r
+        for r in json.loads((tmp_path / "suite_rigid.json").read_text())["records"]
+    }
+    assert run.main([*base, "--cases", "teaser/benchmark_2", "--update"]) == 0
+    merged = json.loads((tmp_path / "suite_rigid.json").read_text())["records"]
+    by_key = {(r["case"], r["method"]): r for r in merged}
+    assert set(by_key) == set(first) and len(merged) == 4
+    assert by_key[("teaser/benchmark_1", "open3d_icp")] == first[("teaser/benchmark_1", "open3d_icp")]
+    assert not (tmp_path / "suite_rigid_partial.json").exists()
