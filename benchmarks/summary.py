@@ -68,7 +68,9 @@ def cell(runs: list[dict] | None, n_cases: int, digits: int) -> tuple[str, float
 def summary(payloads: list[dict]) -> str:
     """Markdown table of group means for the given suite result payloads."""
     records = [r for p in payloads for r in p["records"]]
-    methods = list(dict.fromkeys(["none", *(m for p in payloads for m in p["methods"])]))
+    seen = {m for p in payloads for m in p["methods"]}
+    first = [m for m in ("none", "register") if m == "none" or m in seen]
+    methods = list(dict.fromkeys([*first, *(m for p in payloads for m in p["methods"])]))
     groups = group_rows(records)
     head = ["data (cases, metric)", *methods, "† BCPD (PEERS.md, not run)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
