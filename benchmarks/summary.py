@@ -59,9 +59,11 @@ def cell(runs: list[dict] | None, n_cases: int, digits: int) -> tuple[str, float
     if runs[0]["method"] != "none":
         secs = [r["seconds"] for r in ok if _finite(r.get("seconds"))]
         text += f" ({fmt(float(np.mean(secs)), 1)} s)" if secs else ""
+    if len(runs) < n_cases:
+        failed = f", {len(ok)} ok" if len(ok) < len(runs) else ""
+        return text + f" [run on {len(runs)}/{n_cases}{failed}]", None
     if len(ok) < n_cases:
-        text += f" [{len(ok)}/{n_cases} ok]"
-        return text, None
+        return text + f" [{len(ok)}/{n_cases} ok]", None
     return text, mean
 
 

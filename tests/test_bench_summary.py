@@ -31,9 +31,10 @@ def test_group_means_partial_and_best() -> None:
         _rec("dirlab4dct/case2", "bcpd", float("nan"), status="unavailable: no binary"),
         _rec("dirlab4dct/case1", "pycpd", float("nan"), status="timeout"),
         _rec("dirlab4dct/case1", "icp", 9.0),
+        _rec("dirlab4dct/case1", "nonrigid", 0.5),
         _rec("dirlab4dct/case2", "icp", 9.0),
     ]
-    md = summary([{"methods": ["register", "cpd", "bcpd", "pycpd", "icp"], "records": records}])
+    md = summary([{"methods": ["register", "cpd", "bcpd", "pycpd", "icp", "nonrigid"], "records": records}])
     row = next(line for line in md.splitlines() if line.startswith("| dirlab4dct"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[0] == "dirlab4dct (2, TRE mm)"
@@ -43,4 +44,5 @@ def test_group_means_partial_and_best() -> None:
     assert cells[4] == "n/a"
     assert cells[5] == "timeout [run on 1/2]"  # a method not run on every case says so
     assert cells[6] == "9.00 (1.0 s)"  # worse than no registration: never bold
-    assert cells[7].startswith("0.71")  # BCPD reference from PEERS.md
+    assert cells[7] == "0.50 (1.0 s) [run on 1/2]"  # not bold: not run everywhere
+    assert cells[8].startswith("0.71")  # BCPD reference from PEERS.md
