@@ -197,12 +197,12 @@ def test_update_merges_methods_and_refuses_other_settings(data: Path, tmp_path: 
     first = json.loads((tmp_path / "suite_rigid_quick.json").read_text())
     icp = next(r for r in first["records"] if r["method"] == "open3d_icp")
     # A second method merged in: open3d_icp's record is kept as it was, not rerun.
-    assert run.main([*base, "--methods", "probreg_cpd_rigid", "--update"]) == 0
+    assert run.main([*base, "--methods", "register", "--update"]) == 0
     merged = json.loads((tmp_path / "suite_rigid_quick.json").read_text())
     by_method = {r["method"]: r for r in merged["records"]}
-    assert set(by_method) == {"none", "open3d_icp", "probreg_cpd_rigid"}
+    assert set(by_method) == {"none", "open3d_icp", "register"}
     assert by_method["open3d_icp"] == icp
-    assert merged["methods"] == ["open3d_icp", "probreg_cpd_rigid"] and len(merged["commands"]) == 2
+    assert merged["methods"] == ["open3d_icp", "register"] and len(merged["commands"]) == 2
     md = (tmp_path / "suite_rigid_quick.md").read_text()
     assert md.count("- command: `python -m benchmarks.run") == 2
     # Another seed would mix incomparable runs in one table: refused.
@@ -215,11 +215,11 @@ def test_resume_skips_recorded_runs(data: Path, tmp_path: Path) -> None:
     base = ["--data", str(data), "--quick", "--suite", "rigid", "--out", str(tmp_path)]
     assert run.main([*base, "--methods", "open3d_icp"]) == 0
     first = {r["method"]: r for r in json.loads((tmp_path / "suite_rigid_quick.json").read_text())["records"]}
-    assert run.main([*base, "--methods", "open3d_icp,probreg_cpd_rigid", "--resume"]) == 0
+    assert run.main([*base, "--methods", "open3d_icp,register", "--resume"]) == 0
     merged = json.loads((tmp_path / "suite_rigid_quick.json").read_text())
     by_method = {r["method"]: r for r in merged["records"]}
     assert by_method["open3d_icp"] == first["open3d_icp"] and by_method["none"] == first["none"]
-    assert by_method["probreg_cpd_rigid"]["status"] == "ok" and len(merged["records"]) == 3
+    assert by_method["register"]["status"] == "ok" and len(merged["records"]) == 3
 
 
 def test_update_of_some_cases_keeps_the_others(data: Path, tmp_path: Path) -> None:
