@@ -32,7 +32,7 @@ import torch
 
 from register.kernels.dense import softmin_dense
 from register.kernels.neighbours import Neighbours, neighbour_cost, softmin_neighbours
-from register.ot.unbalanced import SinkhornResult, epsilon_schedule
+from register.ot.unbalanced import SinkhornResult, damping_factor, epsilon_schedule
 
 
 @dataclass
@@ -86,15 +86,15 @@ def hierarchy(x: torch.Tensor, mass: torch.Tensor, cells: list[float], origin: t
 
 
 def grid_cells(
-    x: torch.Tensor, y: torch.Tensor, diameter: float, blur: float, coarse_clusters: int
+    x: torch.Tensor, y: torch.Tensor, origin: torch.Tensor, diameter: float, blur: float, coarse_clusters: int
 ) -> list[float]:
     """Decreasing voxel sizes ``s_0, s_0/2, ...``: ``s_0`` the largest power-of-two fraction of the
     diameter giving at most ``coarse_clusters`` clusters per cloud... down to ``blur``.
 
     A grid finer than ``blur`` is never needed (the finest steps run on the points), nor one with
-    more than about half as many clusters as points (no saving over the points).
+    more than about half as many clusters as points (no saving over the points). ``origin`` anchors
+    the grids (the one :func:`hierarchy` uses).
     """
-    origin = torch.minimum(x.min(0).values, y.min(0).values)
     n_points = max(len(x), len(y))
 
     def count(cell: float) -> int:
@@ -252,14 +252,13 @@ def sinkhorn_multiscale(
         The potentials on the points and the final lists of ``x`` among ``y`` (for the
         barycentres of :func:`register.kernels.neighbours.barycentre_neighbours`).
     """
-    rho = reach**2
 
     def damping(eps: float) -> float:
-        return 1.0 / (1.0 + eps / rho) if math.isfinite(rho) else 1.0
+        return damping_factor(eps, reach)
 
     schedule = epsilon_schedule(diameter, blur, scaling)
     origin = torch.minimum(x.min(0).values, y.min(0).values)
-    cells = grid_cells(x, y, diameter, blur, coarse_clusters)
+    cells = grid_cells(x, y, origin, diameter, blur, coarse_clusters)
     xs, ys = hierarchy(x, a, cells, origin), hierarchy(y, b, cells, origin)
     points_level = len(cells)
 
@@ -296,29 +295,25 @@ def sinkhorn_multiscale(
             px, py = xs[cur].parent, ys[cur].parent
             f, g = f[px], g[py]  # a child starts from its parent's potential
             nxt = cur + 1
-            nbx = refine_neighbours(
-                nbx,
-                xs[nxt].points,
-                px,
-                ys[nxt].points,
-                py,
-                len(ys[cur].points),
-                ys[nxt].log_mass + g / eps,
-                eps,
-                truncate,
-                max_neighbours,
-            )
-            nby = refine_neighbours(
-                nby,
-                ys[nxt].points,
-                py,
-                xs[nxt].points,
-                px,
-                len(xs[cur].points),
-                xs[nxt].log_mass + f / eps,
-                eps,
-                truncate,
-                max_neighbours,
+
+            # Lists of the level-nxt rows among the level-nxt columns, in both directions.
+            nbx, nby = (
+                refine_neighbours(
+                    nb,
+                    rows[nxt].points,
+                    row_parent,
+                    cols[nxt].points,
+                    col_parent,
+                    len(cols[cur].points),
+                    cols[nxt].log_mass + col_potential / eps,
+                    eps,
+                    truncate,
+                    max_neighbours,
+                )  # fmt: skip
+                for nb, rows, row_parent, cols, col_parent, col_potential in (
+                    (nbx, xs, px, ys, py, g),
+                    (nby, ys, py, xs, px, f),
+                )
             )
             cur = nxt
             pruned_at = eps  # the new lists were truncated at this temperature

@@ -55,6 +55,11 @@ class SinkhornResult:
     converged: bool
 
 
+def damping_factor(eps: float, reach: float) -> float:
+    """``1 / (1 + eps / rho)`` with ``rho = reach^2`` of (1)-(2); 1 for balanced OT (``reach = inf``)."""
+    return 1.0 / (1.0 + eps / reach**2) if math.isfinite(reach) else 1.0
+
+
 def epsilon_schedule(diameter: float, blur: float, scaling: float) -> list[float]:
     """Temperatures ``diameter^2 ... blur^2``, geometric with ratio ``scaling^2`` (GeomLoss)."""
     if blur >= diameter:
@@ -96,10 +101,9 @@ def sinkhorn(
     """
     softmin = SOFTMIN[backend]
     log_a, log_b = a.log(), b.log()
-    rho = reach**2
 
     def damping(eps: float) -> float:
-        return 1.0 / (1.0 + eps / rho) if math.isfinite(rho) else 1.0
+        return damping_factor(eps, reach)
 
     schedule = epsilon_schedule(diameter, blur, scaling)
     eps = schedule[0]
