@@ -343,23 +343,14 @@ def similarity_errors(
 
 
 def bench_teaser(data: Path, quick: bool, device: str) -> list[dict]:
+    from benchmarks.suites import read_teaser_fixture
     from register.config import from_dict
-    from register.io import read_points
 
     cfg = from_dict(TEASER_CONFIG, origin="teaser benchmark")
     records = []
     for n in TEASER_CASES[:2] if quick else TEASER_CASES:
         folder = data / "rigid/teaser" / f"benchmark_{n}"
-        src = read_points(folder / "src.ply").points
-        dst = read_points(folder / "dst.ply").points
-        r_ref = load_csv(folder / "R_ref.csv").reshape(3, 3)
-        t_ref = load_csv(folder / "t_ref.csv").reshape(3)
-        s_ref = float(load_csv(folder / "s_ref.csv").reshape(-1)[0])
-        params = {}
-        for line in (folder / "parameters.txt").read_text().splitlines():
-            key, sep, value = line.partition(":")
-            if sep:
-                params[key.strip()] = float(value)
+        src, dst, r_ref, t_ref, s_ref, params = read_teaser_fixture(folder)
         noise_bound = params.get("Noise Bound", 0.0)
         residual = np.linalg.norm(s_ref * src @ r_ref.T + t_ref - dst, axis=1)
         inliers = residual <= noise_bound + 1e-6

@@ -225,8 +225,9 @@ def _stanford(data: Path, shape: str, n_points: int = STANFORD_POINTS) -> Case:
 # ------------------------------------------------------------------------------------ rigid
 
 
-def _teaser(data: Path, n: int) -> Case:
-    folder = data / "rigid/teaser" / f"benchmark_{n}"
+def read_teaser_fixture(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, dict]:
+    """One TEASER++ fixture: ``src (N, 3)``, ``dst (N, 3)``, ``R_ref (3, 3)``, ``t_ref (3,)``,
+    ``s_ref`` (``dst ~ s R src + t`` on the inliers) and ``parameters.txt`` as a dict of floats."""
     src, dst = _points(folder / "src.ply"), _points(folder / "dst.ply")
     r_ref = load_csv(folder / "R_ref.csv").reshape(3, 3)
     t_ref = load_csv(folder / "t_ref.csv").reshape(3)
@@ -236,6 +237,11 @@ def _teaser(data: Path, n: int) -> Case:
         key, sep, value = line.partition(":")
         if sep:
             params[key.strip()] = float(value)
+    return src, dst, r_ref, t_ref, s_ref, params
+
+
+def _teaser(data: Path, n: int) -> Case:
+    src, dst, r_ref, t_ref, s_ref, params = read_teaser_fixture(data / "rigid/teaser" / f"benchmark_{n}")
     truth = s_ref * src @ r_ref.T + t_ref
     return _pair_case(
         "rigid",
