@@ -117,3 +117,31 @@ def test_sparse_backend_agrees_with_dense_on_a_structured_cloud(reach):
     m_sparse = robust_match(x, y, blur=0.01, reach=reach, max_iter=300, backend="sparse")
     assert (m_dense.targets - m_sparse.targets).norm(dim=1).max() < 2e-3
     assert (m_dense.confidence - m_sparse.confidence).abs().max() < 1e-2
+
+
+def test_guided_neighbours_find_every_term_within_the_truncation():
+    """Lists around the barycentric targets hold exactly the terms within ``truncate`` of the best
+    (checked against all N x M terms), with Sinkhorn potentials of a smoothly deformed cloud."""
+    from scipy.spatial import cKDTree
+
+    from register.kernels.neighbours import guided_neighbours
+    from register.ot.unbalanced import sinkhorn
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2000, 3, generator=g) - 0.5
+    y = x + 0.05 * torch.sin(3 * x[:, [1, 2, 0]])  # smooth non-affine motion, 5 % of the box
+    y = y[torch.randperm(2000, generator=g)]
+    a = b = torch.full((2000,), 1 / 2000)
+    blur, truncate = 0.02, 10.0
+    res = sinkhorn(x, y, a, b, blur=blur, diameter=2.0, max_iter=100)
+    eps = res.eps
+    h = b.log() + res.g / eps
+    s = h[None, :] - ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1) / (2 * eps)  # (N, M) all terms
+    within = s >= s.max(1, keepdim=True).values - truncate
+    centres = torch.softmax(s, dim=1) @ y  # barycentric targets
+    nb = guided_neighbours(x, y, h, eps, truncate, centres, cKDTree(y.double().numpy()))
+    listed = torch.zeros_like(within)
+    valid = torch.isfinite(nb.cost)
+    listed[torch.arange(2000)[:, None].expand_as(nb.index)[valid], nb.index[valid]] = True
+    assert within.sum(1).float().mean() > 3  # lists are not trivial
+    assert torch.equal(listed, within)

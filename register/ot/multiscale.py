@@ -12,27 +12,39 @@ Schedule. The temperature ``eps_k = blur_k^2`` of step ``k`` runs on the coarses
 cell is at most ``blur_k`` (a measure blurred at ``blur_k`` barely changes when its points
 move by less than a cell), or on the points when no grid is that fine.
 
-Truncation. Level 0 is solved densely. On the way to a finer level the potentials are
-carried over (a child starts with its parent's value) and each row keeps only the
-candidates -- children of the columns its parent kept -- whose log-term
-``h_j - C_ij / eps`` lies within ``truncate`` of the row's largest (GeomLoss's kernel
-truncation). A dropped term is below ``exp(-truncate)`` times the largest, so each soft-min
-moves by at most ``eps log(1 + K_dropped exp(-truncate))``. Rows keep at most ``max_neighbours``
-candidates (the largest terms). Both directions (x rows among y, y rows among x) get their own
-lists. Within a level the lists stay fixed while ``eps`` decreases: terms only become more
-negligible relative to the largest one.
+Truncation. Level 0 is solved densely. On finer levels each row sums only over the terms
+``h_j - C_ij / eps`` within ``truncate`` of the row's largest (GeomLoss's kernel truncation):
+a dropped term is below ``exp(-truncate)`` times the largest, so each soft-min moves by at
+most ``eps log(1 + K_dropped exp(-truncate))``. The lists are found exactly, whatever the
+potentials, by a nearest-neighbour query in one more dimension
+(:func:`register.kernels.neighbours.lifted_neighbours`). Both directions (x rows among y, y
+rows among x) get their own lists. When moving to a finer level, a child starts from its
+parent's potential.
+
+Rebuilds. Lists are built with a margin and kept while they stay exact: a smaller ``eps``
+only widens the gaps between the terms of a row (up to twice the log-mass range, which the
+margin covers), so a rebuild is due only on a new level or once a potential has moved by
+more than ``margin * eps`` since the last build.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 import torch
 
-from register.kernels.dense import softmin_dense
-from register.kernels.neighbours import Neighbours, neighbour_cost, softmin_neighbours
+from register.kernels.dense import barycentre_dense, softmin_dense
+from register.kernels.neighbours import (
+    Neighbours,
+    barycentre_neighbours,
+    guided_neighbours,
+    softmin_neighbours,
+)
 from register.ot.unbalanced import SinkhornResult, damping_factor, epsilon_schedule
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,14 +60,19 @@ class Level:
 
 
 def voxel_keys(x: torch.Tensor, origin: torch.Tensor, cell: float) -> torch.Tensor:
-    """Integer voxel coordinates ``(N, D)`` of ``x`` on a grid of size ``cell`` anchored at ``origin``."""
-    return torch.floor((x - origin) / cell).to(torch.int64)
+    """One int64 key per point ``(N,)``: its voxel on a grid of size ``cell`` anchored at ``origin``
+    (a 1-D key, so that ``torch.unique`` sorts scalars instead of rows)."""
+    ijk = torch.floor((x - origin) / cell).to(torch.int64)  # (N, D), >= 0 for x >= origin
+    key = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+    for d in range(x.shape[1]):
+        key = key * (int(ijk[:, d].max()) + 1) + ijk[:, d]
+    return key
 
 
 def cluster(x: torch.Tensor, mass: torch.Tensor, origin: torch.Tensor, cell: float):
     """Voxel clusters of ``x``: ``(labels (N,), centroids (C, D), masses (C,))``."""
     keys = voxel_keys(x, origin, cell)
-    _, labels = torch.unique(keys, dim=0, return_inverse=True)
+    _, labels = torch.unique(keys, return_inverse=True)
     n = int(labels.max()) + 1
     m = torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(0, labels, mass)
     c = torch.zeros(n, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, mass[:, None] * x)
@@ -98,7 +115,7 @@ def grid_cells(
     n_points = max(len(x), len(y))
 
     def count(cell: float) -> int:
-        return max(len(torch.unique(voxel_keys(p, origin, cell), dim=0)) for p in (x, y))
+        return max(len(torch.unique(voxel_keys(p, origin, cell))) for p in (x, y))
 
     cell = diameter
     while cell / 2 >= blur and count(cell / 2) <= coarse_clusters:
@@ -107,122 +124,6 @@ def grid_cells(
     while cells[-1] / 2 >= blur and count(cells[-1] / 2) <= n_points / 2:
         cells.append(cells[-1] / 2)
     return cells
-
-
-def _pack(
-    rows: torch.Tensor, cols: torch.Tensor, score: torch.Tensor, n_rows: int, truncate: float, k_max: int
-):
-    """Keep, per row, the columns whose score is within ``truncate`` of the row max (at most
-    ``k_max``, the largest); return padded ``(index (n_rows, K), valid (n_rows, K))``."""
-    row_max = torch.full((n_rows,), -math.inf, dtype=score.dtype, device=score.device)
-    row_max.scatter_reduce_(0, rows, score, "amax")
-    keep = score >= row_max[rows] - truncate
-    rows, cols, score = rows[keep], cols[keep], score[keep]
-    # Sort by row, then by decreasing score; rank within the row.
-    order = torch.argsort(score, descending=True, stable=True)
-    order = order[torch.argsort(rows[order], stable=True)]
-    rows, cols = rows[order], cols[order]
-    counts = torch.bincount(rows, minlength=n_rows)
-    start = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(rows), device=rows.device) - start[rows]
-    keep = rank < k_max
-    rows, cols, rank = rows[keep], cols[keep], rank[keep]
-    k = max(int(counts.clamp(max=k_max).max()), 1)
-    index = torch.zeros(n_rows, k, dtype=torch.int64, device=rows.device)
-    valid = torch.zeros(n_rows, k, dtype=torch.bool, device=rows.device)
-    index[rows, rank] = cols
-    valid[rows, rank] = True
-    return index, valid
-
-
-def dense_neighbours(
-    src: torch.Tensor, tgt: torch.Tensor, h: torch.Tensor, eps: float, truncate: float, k_max: int
-) -> Neighbours:
-    """Truncated lists of every ``src`` row among all of ``tgt`` (a small, dense level)."""
-    n, m = len(src), len(tgt)
-    index = torch.arange(m, device=h.device).expand(n, m)
-    full = neighbour_cost(src, tgt, index, torch.ones(n, m, dtype=torch.bool, device=h.device))
-    score = h[full.index] - full.cost / eps
-    rows = torch.arange(n, device=h.device)[:, None].expand(n, m).reshape(-1)
-    idx, ok = _pack(rows, full.index.reshape(-1), score.reshape(-1), n, truncate, k_max)
-    return neighbour_cost(src, tgt, idx, ok)
-
-
-def prune_neighbours(
-    nb: Neighbours, src: torch.Tensor, tgt: torch.Tensor, h: torch.Tensor, eps: float, truncate: float
-) -> Neighbours:
-    """Drop the terms of existing lists that fell more than ``truncate`` below their row's
-    largest at the (smaller) temperature ``eps``; shrinks ``K``."""
-    score = h[nb.index] - nb.cost / eps  # -inf on padding
-    n, k = score.shape
-    rows = torch.arange(n, device=h.device)[:, None].expand(n, k).reshape(-1)
-    ok = torch.isfinite(nb.cost).reshape(-1)
-    idx, valid = _pack(rows[ok], nb.index.reshape(-1)[ok], score.reshape(-1)[ok], n, truncate, k)
-    return neighbour_cost(src, tgt, idx, valid)
-
-
-def children_table(parent: torch.Tensor, n_coarse: int) -> torch.Tensor:
-    """``(n_coarse, W)`` indices of the fine elements of each coarse cluster, ``-1``-padded
-    (``W`` = the largest number of children)."""
-    order = torch.argsort(parent, stable=True)
-    counts = torch.bincount(parent, minlength=n_coarse)
-    start = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(parent), device=parent.device) - start[parent[order]]
-    table = torch.full((n_coarse, max(int(counts.max()), 1)), -1, dtype=torch.int64, device=parent.device)
-    table[parent[order], rank] = order
-    return table
-
-
-def refine_neighbours(
-    nb: Neighbours,
-    src: torch.Tensor,
-    src_parent: torch.Tensor,
-    tgt: torch.Tensor,
-    tgt_parent: torch.Tensor,
-    n_coarse_tgt: int,
-    h: torch.Tensor,
-    eps: float,
-    truncate: float,
-    k_max: int,
-    chunk_entries: int = 4_000_000,
-) -> Neighbours:
-    """Lists of the finer-level rows ``src (n, D)`` among the finer-level columns ``tgt (m, D)``.
-
-    Args:
-        nb: coarse lists (coarse rows among the ``n_coarse_tgt`` coarse columns).
-        src_parent: ``(n,)`` coarse row of each fine row; tgt_parent: ``(m,)`` likewise.
-        h: ``(m,)`` fine log-weights ``log b_j + g_j / eps``.
-
-    Candidates of a row are the children of the columns its parent kept (a padded
-    ``(rows, K_coarse * W)`` block); kept are the log-terms ``h_j - C_ij / eps`` within
-    ``truncate`` of the row's largest, at most ``k_max`` (the largest). Rows are processed in
-    chunks of about ``chunk_entries`` candidates (bounded memory).
-    """
-    n = len(src)
-    table = children_table(tgt_parent, n_coarse_tgt)  # (M_coarse, W)
-    width = nb.k * table.shape[1]
-    step = max(1, chunk_entries // width)
-    idx_out, ok_out = [], []
-    for start in range(0, n, step):
-        rows = slice(start, min(start + step, n))
-        parent_rows = src_parent[rows]
-        cand = table[nb.index[parent_rows]]  # (r, K_coarse, W)
-        cand = torch.where(torch.isfinite(nb.cost[parent_rows])[:, :, None], cand, -1).reshape(len(cand), -1)
-        ok = cand >= 0
-        cand = cand.clamp(min=0)
-        diff = src[rows][:, None, :] - tgt[cand]
-        score = h[cand] - (diff * diff).sum(-1) / (2 * eps)
-        score = torch.where(ok, score, -math.inf)
-        row_max = score.max(1, keepdim=True).values
-        keep = score >= row_max - truncate
-        k = max(1, min(k_max, int(keep.sum(1).max())))
-        top, where = torch.topk(score, k, dim=1)
-        idx_out.append(torch.gather(cand, 1, where))
-        ok_out.append(top >= row_max - truncate)
-    k = max(i.shape[1] for i in idx_out)
-    index = torch.cat([torch.nn.functional.pad(i, (0, k - i.shape[1])) for i in idx_out])
-    valid = torch.cat([torch.nn.functional.pad(o, (0, k - o.shape[1])) for o in ok_out])
-    return neighbour_cost(src, tgt, index, valid)
 
 
 def sinkhorn_multiscale(
@@ -238,14 +139,21 @@ def sinkhorn_multiscale(
     tol: float = 1e-3,
     max_iter: int = 200,
     coarse_clusters: int = 2000,
-    truncate: float = 12.0,
+    truncate: float = 10.0,
+    anneal_truncate: float = 5.0,
+    margin: float = 2.0,
     max_neighbours: int = 256,
+    anneal_neighbours: int = 64,
 ) -> tuple[SinkhornResult, Neighbours]:
     """Unbalanced Sinkhorn on the hierarchy (module docstring); same contract as ``sinkhorn``.
 
     Args: as :func:`register.ot.unbalanced.sinkhorn`, plus
         coarse_clusters: most clusters per cloud on the coarsest (dense) level.
-        truncate: log-terms more than this below their row's largest are dropped.
+        truncate: log-terms more than this below their row's largest are dropped (final eps).
+        anneal_truncate, anneal_neighbours: the same and the cap on the kept terms during the
+            annealing, whose steps only prepare the potentials of the final one.
+        margin: lists are built with ``truncate + 2 margin + 2 (log-mass range)`` and rebuilt once a
+            potential has moved by more than ``margin * eps`` since.
         max_neighbours: cap on the kept terms per row.
 
     Returns:
@@ -261,6 +169,7 @@ def sinkhorn_multiscale(
     cells = grid_cells(x, y, origin, diameter, blur, coarse_clusters)
     xs, ys = hierarchy(x, a, cells, origin), hierarchy(y, b, cells, origin)
     points_level = len(cells)
+    workers = torch.get_num_threads()
 
     def level_of(eps: float) -> int:
         """Coarsest level whose cell is at most the blur (level 0 for the largest blurs)."""
@@ -268,66 +177,78 @@ def sinkhorn_multiscale(
         fine_enough = [i for i, c in enumerate(cells) if c <= blur_k]
         return fine_enough[0] if fine_enough else points_level
 
-    cur = 0
-    nbx = nby = None  # None: the dense level 0
+    state = _ListState()
+    trees: dict[int, tuple] = {}
+
+    def trees_of(level: int) -> tuple:
+        """k-d trees over the level's y and x points (built once per level)."""
+        if level not in trees:
+            from scipy.spatial import cKDTree
+
+            trees[level] = tuple(
+                cKDTree(c[level].points.detach().to("cpu", torch.float64).numpy()) for c in (ys, xs)
+            )
+        return trees[level]
 
     def softmin_x(eps: float, h: torch.Tensor) -> torch.Tensor:
-        if nbx is None:
+        if state.nbx is None:
             return softmin_dense(eps, xs[0].points, ys[0].points, h)
-        return softmin_neighbours(eps, nbx, h)
+        return softmin_neighbours(eps, state.nbx, h)
 
     def softmin_y(eps: float, h: torch.Tensor) -> torch.Tensor:
-        if nby is None:
+        if state.nby is None:
             return softmin_dense(eps, ys[0].points, xs[0].points, h)
-        return softmin_neighbours(eps, nby, h)
+        return softmin_neighbours(eps, state.nby, h)
+
+    def displacements(level: int, eps: float, f: torch.Tensor, g: torch.Tensor):
+        """Barycentric target minus position, for the rows of both directions at ``level``."""
+        hx, hy = ys[level].log_mass + g / eps, xs[level].log_mass + f / eps
+        if state.nbx is None:
+            bx, _ = barycentre_dense(eps, xs[level].points, ys[level].points, hx, ys[level].points)
+            by, _ = barycentre_dense(eps, ys[level].points, xs[level].points, hy, xs[level].points)
+        else:
+            bx, _ = barycentre_neighbours(eps, state.nbx, hx, ys[level].points)
+            by, _ = barycentre_neighbours(eps, state.nby, hy, xs[level].points)
+        return bx - xs[level].points, by - ys[level].points
+
+    def refresh(level: int, eps: float, f: torch.Tensor, g: torch.Tensor, final: bool) -> None:
+        """(Re)build the lists of ``level`` unless the current ones are still exact enough: on a new
+        level, when the annealing ends (other truncation), or once a potential moved by more than
+        ``margin * eps`` since the last build."""
+        if level == 0:
+            return
+        fresh = state.level != level or state.final != final
+        if not fresh and not state.stale(eps, f, g, margin):
+            return
+        if state.level == level:  # centre on the targets of the current lists
+            state.ux, state.uy = displacements(level, eps, f, g)
+        rows, cols = xs[level], ys[level]
+        # As eps falls a left-out term can gain up to twice the log-mass range on the row's best
+        # (a closer point of smaller mass), and 2 margin from moving potentials: keep those.
+        spread = max(_spread(rows.log_mass), _spread(cols.log_mass))
+        keep = (truncate if final else anneal_truncate) + 2 * margin + 2 * spread
+        tree_y, tree_x = trees_of(level)
+        kw = {"k_max": max_neighbours if final else anneal_neighbours, "workers": workers}
+        hx, hy = cols.log_mass + g / eps, rows.log_mass + f / eps
+        state.nbx = guided_neighbours(
+            rows.points, cols.points, hx, eps, keep, rows.points + state.ux, tree_y, **kw
+        )
+        state.nby = guided_neighbours(
+            cols.points, rows.points, hy, eps, keep, cols.points + state.uy, tree_x, **kw
+        )
+        state.mark(level, eps, f, g, final)
+
+    cur = 0
 
     def descend(to: int, eps: float) -> None:
-        """Move potentials and lists from level ``cur`` down to level ``to``."""
-        nonlocal cur, f, g, nbx, nby, pruned_at
+        """Carry potentials and displacements from level ``cur`` down to level ``to``."""
+        nonlocal cur, f, g
         while cur < to:
-            if nbx is None:  # leaving the dense level: truncate it first
-                nbx = dense_neighbours(
-                    xs[0].points, ys[0].points, ys[0].log_mass + g / eps, eps, truncate, max_neighbours
-                )
-                nby = dense_neighbours(
-                    ys[0].points, xs[0].points, xs[0].log_mass + f / eps, eps, truncate, max_neighbours
-                )
+            ux, uy = displacements(cur, eps, f, g) if cur == 0 or state.level == cur else (state.ux, state.uy)
             px, py = xs[cur].parent, ys[cur].parent
-            f, g = f[px], g[py]  # a child starts from its parent's potential
-            nxt = cur + 1
-
-            # Lists of the level-nxt rows among the level-nxt columns, in both directions.
-            nbx, nby = (
-                refine_neighbours(
-                    nb,
-                    rows[nxt].points,
-                    row_parent,
-                    cols[nxt].points,
-                    col_parent,
-                    len(cols[cur].points),
-                    cols[nxt].log_mass + col_potential / eps,
-                    eps,
-                    truncate,
-                    max_neighbours,
-                )  # fmt: skip
-                for nb, rows, row_parent, cols, col_parent, col_potential in (
-                    (nbx, xs, px, ys, py, g),
-                    (nby, ys, py, xs, px, f),
-                )
-            )
-            cur = nxt
-            pruned_at = eps  # the new lists were truncated at this temperature
-
-    pruned_at = math.inf  # temperature of the last truncation of the current lists
-
-    def prune(eps: float) -> None:
-        """Re-truncate the lists once ``eps`` has dropped 4x since they were last truncated."""
-        nonlocal nbx, nby, pruned_at
-        if nbx is None or eps > pruned_at / 4:
-            return
-        nbx = prune_neighbours(nbx, xs[cur].points, ys[cur].points, ys[cur].log_mass + g / eps, eps, truncate)
-        nby = prune_neighbours(nby, ys[cur].points, xs[cur].points, xs[cur].log_mass + f / eps, eps, truncate)
-        pruned_at = eps
+            f, g = f[px], g[py]  # a child starts from its parent's potential and displacement
+            state.ux, state.uy = ux[px], uy[py]
+            cur += 1
 
     eps = schedule[0]
     f = damping(eps) * softmin_x(eps, ys[0].log_mass)
@@ -336,16 +257,16 @@ def sinkhorn_multiscale(
     # Annealing: symmetric (averaged) updates of (1)-(2), each on its level.
     for eps in schedule:
         descend(level_of(eps), eps)
-        prune(eps)
+        refresh(cur, eps, f, g, final=False)
         ft = damping(eps) * softmin_x(eps, ys[cur].log_mass + g / eps)
         gt = damping(eps) * softmin_y(eps, xs[cur].log_mass + f / eps)
         f, g = (f + ft) / 2, (g + gt) / 2
         iterations += 1
     eps = schedule[-1]
     descend(points_level, eps)
-    prune(eps)
     converged = False
     for _ in range(max_iter):
+        refresh(cur, eps, f, g, final=True)
         f_new = damping(eps) * softmin_x(eps, ys[cur].log_mass + g / eps)
         g_new = damping(eps) * softmin_y(eps, xs[cur].log_mass + f_new / eps)
         change = max((f_new - f).abs().max().item(), (g_new - g).abs().max().item())
@@ -354,4 +275,45 @@ def sinkhorn_multiscale(
         if change < tol * eps:
             converged = True
             break
-    return SinkhornResult(f=f, g=g, eps=eps, iterations=iterations, converged=converged), nbx
+    refresh(cur, eps, f, g, final=True)
+    if state.nbx is None:  # everything ran densely (one level): full lists for the barycentres
+        state.ux = state.uy = torch.zeros_like(x)
+        state.nbx = guided_neighbours(
+            x, y, b.log() + g / eps, eps, truncate, x, trees_of(0)[0], k_max=len(y), workers=workers
+        )
+    log.debug("multiscale sinkhorn: %d levels, %d list builds", points_level + 1, state.builds)
+    return SinkhornResult(f=f, g=g, eps=eps, iterations=iterations, converged=converged), state.nbx
+
+
+def _spread(log_mass: torch.Tensor) -> float:
+    """Range ``max - min`` of finite log-masses (0 for uniform masses)."""
+    finite = log_mass[torch.isfinite(log_mass)]
+    return float(finite.max() - finite.min()) if len(finite) else 0.0
+
+
+class _ListState:
+    """The current neighbour lists and the potentials they were built with."""
+
+    def __init__(self) -> None:
+        self.nbx: Neighbours | None = None
+        self.nby: Neighbours | None = None
+        self.level = -1
+        self.eps = math.inf
+        self.f: torch.Tensor | None = None
+        self.g: torch.Tensor | None = None
+        self.ux: torch.Tensor | None = None  # (n, D) barycentric target - position, x rows
+        self.uy: torch.Tensor | None = None  # (m, D) the same for y rows
+        self.final = False  # whether the lists were built for the final eps
+        self.builds = 0
+
+    def stale(self, eps: float, f: torch.Tensor, g: torch.Tensor, margin: float) -> bool:
+        """Whether a potential moved by more than ``margin * eps`` since the last build (then a
+        term left out may now be within the truncation of its row's best; a smaller ``eps``
+        alone only widens the gaps between the terms of a row, up to the log-mass range that
+        the build keeps as margin)."""
+        moved = max((f - self.f).abs().max().item(), (g - self.g).abs().max().item())
+        return moved > margin * eps
+
+    def mark(self, level: int, eps: float, f: torch.Tensor, g: torch.Tensor, final: bool) -> None:
+        self.level, self.eps, self.f, self.g, self.final = level, eps, f, g, final
+        self.builds += 1
