@@ -143,7 +143,13 @@ def register(
     choice = choose_backend(n_match, m_match, device, cfg.pipeline.backend)
     log.info("backend %s (%s), device %s", choice.name, choice.reason, device)
     ms = MatchSettings(
-        choice.name, device, cfg.pipeline.scaling, cfg.pipeline.tol, cfg.pipeline.max_iter, cfg.pipeline.mass
+        choice.name,
+        device,
+        cfg.pipeline.scaling,
+        cfg.pipeline.tol,
+        cfg.pipeline.max_iter,
+        cfg.pipeline.mass,
+        cfg.pipeline.warm_start,
     )
     rng = np.random.default_rng(seed)
     notify = on_stage or (lambda name, state: None)

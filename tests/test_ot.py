@@ -107,7 +107,7 @@ def test_sparse_backend_agrees_with_dense_on_a_structured_cloud(reach):
     a = b = torch.full((1500,), 1 / 1500)
     kw = {"blur": 0.01, "reach": reach, "diameter": 1.0, "max_iter": 300}
     dense = sinkhorn(x, y, a, b, **kw)
-    sparse, nb = sinkhorn_multiscale(x, y, a, b, coarse_clusters=50, **kw)
+    sparse, nb, _ = sinkhorn_multiscale(x, y, a, b, coarse_clusters=50, **kw)
     assert nb.k < 1500 // 2  # really truncated
     eps = kw["blur"] ** 2
     shift = (dense.f - sparse.f).mean() if math.isinf(reach) else 0.0  # balanced: f + c, g - c
@@ -145,3 +145,20 @@ def test_guided_neighbours_find_every_term_within_the_truncation():
     listed[torch.arange(2000)[:, None].expand_as(nb.index)[valid], nb.index[valid]] = True
     assert within.sum(1).float().mean() > 3  # lists are not trivial
     assert torch.equal(listed, within)
+
+
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_warm_start_from_a_converged_matching_stays_there(backend):
+    """Warm-started from its own converged potentials, a matching converges quickly to the same
+    targets (the warm state round-trips through the data-unit normalisation)."""
+    g = torch.Generator().manual_seed(5)
+    t = torch.rand(800, generator=g) * 6
+    x = torch.stack([torch.cos(t), torch.sin(t), t / 6], 1) * 30.0  # data units, not normalised
+    y = x[torch.randperm(800, generator=g)] * 1.05 + 2.0
+    kw = {"blur": 3.0, "reach": 20.0, "max_iter": 2000, "tol": 1e-3, "backend": backend}
+    cold = robust_match(x, y, **kw)
+    assert cold.converged
+    warm = robust_match(x, y, **kw, warm=cold.warm)
+    assert warm.converged and warm.iterations <= max(3, cold.iterations // 5)
+    assert (warm.targets - cold.targets).norm(dim=1).max() < 1e-2
+    assert (warm.confidence - cold.confidence).abs().max() < 1e-2

@@ -90,6 +90,7 @@ def guided_neighbours(
     k_max: int = 256,
     slack: float = 4.0,
     workers: int = 1,
+    first: torch.Tensor | None = None,
 ) -> Neighbours:
     """Lists of the terms within ``truncate`` of each row's largest log-term, found around a guess.
 
@@ -117,11 +118,14 @@ def guided_neighbours(
     k_max = min(k_max, m)
     centres_np = centres.detach().to("cpu", torch.float64).numpy()
     rows = torch.arange(len(x), device=x.device)
-    k = min(k_start, k_max)
+    k = min(k_start, k_max) if first is None else first.shape[1]
     found: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
     while len(rows):
-        _, i = tree.query(centres_np[rows.cpu().numpy()], k=k, workers=workers)
-        i = torch.from_numpy(i.reshape(len(rows), k)).to(x.device)
+        if first is not None:
+            i, first = first, None
+        else:
+            _, i = tree.query(centres_np[rows.cpu().numpy()], k=k, workers=workers)
+            i = torch.from_numpy(i.reshape(len(rows), k)).to(x.device)
         diff = x[rows][:, None, :] - y[i]
         cost = (diff * diff).sum(-1) / 2  # (rows, k)
         s = h[i] - cost / eps

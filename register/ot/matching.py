@@ -24,7 +24,7 @@ import torch
 from register.kernels.dense import barycentre_dense
 from register.kernels.keops import barycentre_keops
 from register.kernels.neighbours import barycentre_neighbours
-from register.ot.multiscale import sinkhorn_multiscale
+from register.ot.multiscale import WarmStart, sinkhorn_multiscale
 from register.ot.unbalanced import sinkhorn
 
 BARYCENTRE = {"dense": barycentre_dense, "keops": barycentre_keops}
@@ -41,6 +41,8 @@ class Matches:
         cost: robust matching cost ``sum_i a_i (c_i |x_i - y^_i|^2 + (1 - c_i)_+ reach^2)``
             over ``sum_i a_i``, squared data units; lower is better.
         iterations: Sinkhorn updates done; converged: whether the tolerance was met.
+        warm: potentials and displacements in data units (squared / plain), to start a next,
+            nearby matching of the same clouds from (``robust_match(..., warm=...)``).
     """
 
     targets: torch.Tensor
@@ -48,6 +50,7 @@ class Matches:
     cost: float
     iterations: int
     converged: bool
+    warm: WarmStart | None = None
 
 
 def normalise_masses(
@@ -76,6 +79,7 @@ def robust_match(
     max_iter: int = 200,
     backend: str = "dense",
     mass: str = "total",
+    warm: WarmStart | None = None,
 ) -> Matches:
     """Match ``x`` onto ``y`` by unbalanced OT.
 
@@ -91,6 +95,10 @@ def robust_match(
         scaling, tol, max_iter: see :func:`register.ot.unbalanced.sinkhorn`.
         backend: ``dense`` or ``keops`` (:func:`register.ot.unbalanced.sinkhorn`), or
             ``sparse`` (:func:`register.ot.multiscale.sinkhorn_multiscale`).
+        warm: ``Matches.warm`` of an earlier call on the same clouds and masses (the source
+            moved a little since): the epsilon schedule then starts at that call's blur
+            instead of the diameter (``min(its blur, blur)``: a single temperature when the
+            blur did not change), from its potentials.
 
     Returns:
         :class:`Matches` in data units.
@@ -105,18 +113,27 @@ def robust_match(
     blur_n, reach_n = blur / scale, reach / scale
 
     settings = {"blur": blur_n, "reach": reach_n, "diameter": 1.0, "scaling": scaling, "tol": tol}
+    s2 = scale**2  # potentials are squared lengths
     if backend == "sparse":
-        res, nb = sinkhorn_multiscale(xn, yn, a, b, max_iter=max_iter, **settings)
+        warm_n = None
+        if warm is not None:
+            tx, ty = (warm.tx - centre) / scale, (warm.ty - centre) / scale
+            warm_n = WarmStart(warm.f / s2, warm.g / s2, tx, ty, warm.blur / scale)
+        res, nb, out = sinkhorn_multiscale(xn, yn, a, b, max_iter=max_iter, warm=warm_n, **settings)
         eps = res.eps
         targets_n, lse = barycentre_neighbours(eps, nb, b.log() + res.g / eps, yn)
+        ty = out.ty * scale + centre
     else:
-        res = sinkhorn(xn, yn, a, b, max_iter=max_iter, backend=backend, **settings)
+        start = {} if warm is None else {"init_g": warm.g / s2, "start_blur": warm.blur / scale}
+        res = sinkhorn(xn, yn, a, b, max_iter=max_iter, backend=backend, **settings, **start)
         eps = res.eps
         # log sum_j b_j exp((g_j - C_ij)/eps) and the barycentres, in one pass.
         targets_n, lse = BARYCENTRE[backend](eps, xn, yn, b.log() + res.g / eps, yn)
+        ty = y  # only the sparse solver centres its target-side lists with these
     confidence = torch.exp(res.f / eps + lse)
     targets = targets_n * scale + centre
     residual = ((targets - x) ** 2).sum(-1)
     unmatched = (1 - confidence).clamp(min=0) * (reach**2 if math.isfinite(reach) else 0.0)
     cost = float((a * (confidence * residual + unmatched)).sum())
-    return Matches(targets, confidence, cost, res.iterations, res.converged)
+    warm_out = WarmStart(res.f * s2, res.g * s2, targets, ty, blur)
+    return Matches(targets, confidence, cost, res.iterations, res.converged, warm_out)

@@ -46,6 +46,8 @@ from register.ot.unbalanced import SinkhornResult, damping_factor, epsilon_sched
 
 log = logging.getLogger(__name__)
 
+GRAPH_K = 32  # neighbours per point in the k-NN graphs that seed the list updates
+
 
 @dataclass
 class Level:
@@ -144,7 +146,8 @@ def sinkhorn_multiscale(
     margin: float = 2.0,
     max_neighbours: int = 256,
     anneal_neighbours: int = 64,
-) -> tuple[SinkhornResult, Neighbours]:
+    warm: WarmStart | None = None,
+) -> tuple[SinkhornResult, Neighbours, WarmStart]:
     """Unbalanced Sinkhorn on the hierarchy (module docstring); same contract as ``sinkhorn``.
 
     Args: as :func:`register.ot.unbalanced.sinkhorn`, plus
@@ -155,16 +158,20 @@ def sinkhorn_multiscale(
         margin: lists are built with ``truncate + 2 margin + 2 (log-mass range)`` and rebuilt once a
             potential has moved by more than ``margin * eps`` since.
         max_neighbours: cap on the kept terms per row.
+        warm: potentials and displacements of a nearby problem (same clouds, source moved a
+            little): the schedule starts at ``warm.blur`` on its level instead of ``diameter``.
 
     Returns:
-        The potentials on the points and the final lists of ``x`` among ``y`` (for the
-        barycentres of :func:`register.kernels.neighbours.barycentre_neighbours`).
+        The potentials on the points, the final lists of ``x`` among ``y`` (for the barycentres
+        of :func:`register.kernels.neighbours.barycentre_neighbours`), and the warm start of a
+        next problem.
     """
 
     def damping(eps: float) -> float:
         return damping_factor(eps, reach)
 
-    schedule = epsilon_schedule(diameter, blur, scaling)
+    start = diameter if warm is None else max(warm.blur, blur)
+    schedule = epsilon_schedule(start, blur, scaling)
     origin = torch.minimum(x.min(0).values, y.min(0).values)
     cells = grid_cells(x, y, origin, diameter, blur, coarse_clusters)
     xs, ys = hierarchy(x, a, cells, origin), hierarchy(y, b, cells, origin)
@@ -179,6 +186,20 @@ def sinkhorn_multiscale(
 
     state = _ListState()
     trees: dict[int, tuple] = {}
+    graphs: dict[int, tuple] = {}
+
+    def graphs_of(level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """k-NN graphs ``(m, GRAPH_K)`` of the level's y and x points, nearest first (self included)."""
+        if level not in graphs:
+            out = []
+            for tree, c in zip(trees_of(level), (ys, xs), strict=True):
+                k = min(GRAPH_K, len(c[level].points))
+                _, i = tree.query(
+                    c[level].points.detach().to("cpu", torch.float64).numpy(), k=k, workers=workers
+                )
+                out.append(torch.from_numpy(i.reshape(-1, k)).to(x.device))
+            graphs[level] = tuple(out)
+        return graphs[level]
 
     def trees_of(level: int) -> tuple:
         """k-d trees over the level's y and x points (built once per level)."""
@@ -220,8 +241,13 @@ def sinkhorn_multiscale(
         fresh = state.level != level or state.final != final
         if not fresh and not state.stale(eps, f, g, margin):
             return
-        if state.level == level:  # centre on the targets of the current lists
+        first_x = first_y = None
+        if state.level == level:  # centre on the targets of the current lists ...
             state.ux, state.uy = displacements(level, eps, f, g)
+            # ... and start from the graph neighbours of each row's best column (no tree query).
+            graph_y, graph_x = graphs_of(level)
+            first_x = graph_y[_best_columns(state.nbx, ys[level].log_mass + g / eps, eps)]
+            first_y = graph_x[_best_columns(state.nby, xs[level].log_mass + f / eps, eps)]
         rows, cols = xs[level], ys[level]
         # As eps falls a left-out term can gain up to twice the log-mass range on the row's best
         # (a closer point of smaller mass), and 2 margin from moving potentials: keep those.
@@ -231,10 +257,10 @@ def sinkhorn_multiscale(
         kw = {"k_max": max_neighbours if final else anneal_neighbours, "workers": workers}
         hx, hy = cols.log_mass + g / eps, rows.log_mass + f / eps
         state.nbx = guided_neighbours(
-            rows.points, cols.points, hx, eps, keep, rows.points + state.ux, tree_y, **kw
+            rows.points, cols.points, hx, eps, keep, rows.points + state.ux, tree_y, first=first_x, **kw
         )
         state.nby = guided_neighbours(
-            cols.points, rows.points, hy, eps, keep, cols.points + state.uy, tree_x, **kw
+            cols.points, rows.points, hy, eps, keep, cols.points + state.uy, tree_x, first=first_y, **kw
         )
         state.mark(level, eps, f, g, final)
 
@@ -251,8 +277,14 @@ def sinkhorn_multiscale(
             cur += 1
 
     eps = schedule[0]
-    f = damping(eps) * softmin_x(eps, ys[0].log_mass)
-    g = damping(eps) * softmin_y(eps, xs[0].log_mass)
+    if warm is None:  # potentials of the trivial plan at the largest temperature
+        f = damping(eps) * softmin_x(eps, ys[0].log_mass)
+        g = damping(eps) * softmin_y(eps, xs[0].log_mass)
+    else:  # the nearby problem's potentials and displacements, averaged onto the start level
+        cur = level_of(eps)
+        f, state.ux = (restrict(xs, cur, v) for v in (warm.f[:, None], warm.tx - x))
+        g, state.uy = (restrict(ys, cur, v) for v in (warm.g[:, None], warm.ty - y))
+        f, g = f[:, 0], g[:, 0]
     iterations = 0
     # Annealing: symmetric (averaged) updates of (1)-(2), each on its level.
     for eps in schedule:
@@ -275,14 +307,52 @@ def sinkhorn_multiscale(
         if change < tol * eps:
             converged = True
             break
-    refresh(cur, eps, f, g, final=True)
-    if state.nbx is None:  # everything ran densely (one level): full lists for the barycentres
-        state.ux = state.uy = torch.zeros_like(x)
-        state.nbx = guided_neighbours(
-            x, y, b.log() + g / eps, eps, truncate, x, trees_of(0)[0], k_max=len(y), workers=workers
-        )
+    refresh(cur, eps, f, g, final=True)  # lists for the final potentials (the barycentres)
     log.debug("multiscale sinkhorn: %d levels, %d list builds", points_level + 1, state.builds)
-    return SinkhornResult(f=f, g=g, eps=eps, iterations=iterations, converged=converged), state.nbx
+    result = SinkhornResult(f=f, g=g, eps=eps, iterations=iterations, converged=converged)
+    ux, uy = displacements(cur, eps, f, g)
+    return result, state.nbx, WarmStart(f, g, x + ux, y + uy, blur)
+
+
+@dataclass
+class WarmStart:
+    """What a next, nearby problem starts from (same clouds; the source moved a little).
+
+    Attributes:
+        f: ``(N,)`` and g: ``(M,)`` potentials on the points (squared length units).
+        tx: ``(N, D)`` barycentric targets of the source points (where each one's plan row is
+            centred); ty: ``(M, D)`` the same for the target points.
+        blur: the blur they were computed at.
+    """
+
+    f: torch.Tensor
+    g: torch.Tensor
+    tx: torch.Tensor
+    ty: torch.Tensor
+    blur: float
+
+
+def restrict(levels: list[Level], level: int, values: torch.Tensor) -> torch.Tensor:
+    """Mass-weighted means ``(n_level, V)`` of per-point ``values (n_points, V)`` over the
+    clusters of ``level`` (the values themselves on the points level)."""
+    labels = torch.arange(len(levels[-1].points), device=values.device)
+    for lv in range(len(levels) - 2, level - 1, -1):  # points -> finest grid -> ... -> level
+        labels = levels[lv].parent[labels]
+    if level == len(levels) - 1:
+        return values
+    mass = levels[-1].log_mass.exp()[:, None]
+    n = len(levels[level].points)
+    total = torch.zeros(n, 1, dtype=values.dtype, device=values.device).index_add_(0, labels, mass)
+    summed = torch.zeros(n, values.shape[1], dtype=values.dtype, device=values.device).index_add_(
+        0, labels, mass * values
+    )
+    return summed / total.clamp_min(torch.finfo(values.dtype).tiny)
+
+
+def _best_columns(nb: Neighbours, h: torch.Tensor, eps: float) -> torch.Tensor:
+    """``(N,)`` the column of each row's largest log-term ``h_j - C_ij / eps`` in its list."""
+    best = (h[nb.index] - nb.cost / eps).argmax(1, keepdim=True)
+    return torch.gather(nb.index, 1, best)[:, 0]
 
 
 def _spread(log_mass: torch.Tensor) -> float:

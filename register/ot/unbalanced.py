@@ -81,6 +81,8 @@ def sinkhorn(
     tol: float = 1e-3,
     max_iter: int = 200,
     backend: str = "dense",
+    init_g: torch.Tensor | None = None,
+    start_blur: float | None = None,
 ) -> SinkhornResult:
     """Solve the unbalanced entropic OT problem between two weighted clouds.
 
@@ -95,6 +97,10 @@ def sinkhorn(
         tol: stop when potentials change by less than ``tol * eps`` (sup norm).
         max_iter: cap on the iterations at the final temperature.
         backend: ``"dense"`` or ``"keops"`` reductions.
+        init_g: ``(M,)`` warm start: a target potential from a nearby problem (same target,
+            source moved a little); the schedule then starts at ``start_blur`` (default
+            ``blur``) instead of ``diameter``, and ``f`` starts as the c-transform (1) of it.
+        start_blur: first blur of the schedule of a warm start, in L.
 
     Returns:
         :class:`SinkhornResult` with potentials for the plan (3).
@@ -105,11 +111,17 @@ def sinkhorn(
     def damping(eps: float) -> float:
         return damping_factor(eps, reach)
 
-    schedule = epsilon_schedule(diameter, blur, scaling)
-    eps = schedule[0]
-    # Initialisation at the largest temperature: potentials of the trivial plan.
-    f = damping(eps) * softmin(eps, x, y, log_b)
-    g = damping(eps) * softmin(eps, y, x, log_a)
+    if init_g is None:
+        schedule = epsilon_schedule(diameter, blur, scaling)
+        eps = schedule[0]
+        # Initialisation at the largest temperature: potentials of the trivial plan.
+        f = damping(eps) * softmin(eps, x, y, log_b)
+        g = damping(eps) * softmin(eps, y, x, log_a)
+    else:
+        schedule = epsilon_schedule(max(start_blur or blur, blur), blur, scaling)
+        eps = schedule[0]
+        g = init_g
+        f = damping(eps) * softmin(eps, x, y, log_b + g / eps)
     iterations = 0
     # Annealing: symmetric (averaged) updates of (1)-(2), one per temperature.
     for eps in schedule:

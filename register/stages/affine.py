@@ -50,12 +50,14 @@ class AffineResult:
     seconds: float = 0.0
 
 
-def _run_level(x, y, a, b, transform: Affine, blur, reach, cfg: AffineConfig, ms: MatchSettings):
-    """Match-then-fit rounds at one blur until the points move less than ``MOVE_TOL * blur``."""
-    matches = None
+def _run_level(x, y, a, b, transform: Affine, blur, reach, cfg: AffineConfig, ms: MatchSettings, warm=None):
+    """Match-then-fit rounds at one blur until the points move less than ``MOVE_TOL * blur``.
+
+    ``warm``: the last matching before this level (each round starts from the previous one)."""
+    matches = warm
     moved = transform.apply(x)
     for _ in range(cfg.iterations):
-        matches = ms.match(moved, y, a, b, blur, reach)
+        matches = ms.match(moved, y, a, b, blur, reach, warm=matches)
         weights = a * to_numpy(matches.confidence)
         transform = fit_affine(x, to_numpy(matches.targets), weights, cfg.mode)
         previous, moved = moved, transform.apply(x)
@@ -93,7 +95,7 @@ def _choose_start(x, y, a, b, cfg: AffineConfig, ms: MatchSettings, rng) -> tupl
     for _, k, fitted in sorted(coarse, key=lambda item: item[0])[:MULTISTART_FINALISTS]:
         transform, matches = fitted, None
         for blur, reach in zip(cfg.blurs[1:], reaches[1:], strict=True):
-            transform, matches = _run_level(xs, ys, as_, bs, transform, blur, reach, cfg, ms)
+            transform, matches = _run_level(xs, ys, as_, bs, transform, blur, reach, cfg, ms, matches)
         score = matches.cost if matches is not None else coarse[k][0]
         log.debug("multistart finalist %d: fine cost %.4g", k, score)
         if score < best[0]:
@@ -137,8 +139,9 @@ def affine_robot(
         transform = Affine.identity(x.shape[1])
     levels = []
     cost = float("nan")
+    matches = None
     for blur, reach in zip(cfg.blurs, per_level(cfg.reach, len(cfg.blurs)), strict=True):
-        transform, matches = _run_level(x, y, a, b, transform, blur, reach, cfg, ms)
+        transform, matches = _run_level(x, y, a, b, transform, blur, reach, cfg, ms, matches)
         cost = matches.cost
         levels.append({"blur": blur, "reach": reach, "cost": cost, "sinkhorn_iterations": matches.iterations})
         log.info("affine level blur=%.4g reach=%.4g cost=%.4g", blur, reach, cost)

@@ -19,6 +19,7 @@ class MatchSettings:
         device: torch device string (``cpu``, ``cuda``, ``cuda:1``).
         scaling: epsilon-scaling ratio; tol: convergence tolerance (x eps); max_iter: cap.
         mass: mass normalisation, ``total`` or ``point`` (see :func:`register.ot.robust_match`).
+        warm_start: whether :meth:`match` uses the ``warm`` state it is given.
     """
 
     backend: str = "dense"
@@ -27,15 +28,24 @@ class MatchSettings:
     tol: float = 1e-3
     max_iter: int = 10
     mass: str = "total"
+    warm_start: bool = False
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
         """``array`` as a float32 tensor on the run's device."""
         return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=self.device)
 
     def match(
-        self, x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, blur: float, reach: float
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        a: np.ndarray,
+        b: np.ndarray,
+        blur: float,
+        reach: float,
+        warm: Matches | None = None,
     ) -> Matches:
-        """:func:`register.ot.robust_match` on numpy inputs (data units)."""
+        """:func:`register.ot.robust_match` on numpy inputs (data units); ``warm``: an earlier
+        matching of the same clouds to start from (ignored unless ``warm_start``)."""
         return robust_match(
             self.tensor(x),
             self.tensor(y),
@@ -48,6 +58,7 @@ class MatchSettings:
             max_iter=self.max_iter,
             backend=self.backend,
             mass=self.mass,
+            warm=warm.warm if (warm is not None and self.warm_start) else None,
         )
 
 

@@ -116,7 +116,7 @@ def spline_robot(
         per_level(cfg.sigmas, n_levels), cfg.blurs, per_level(cfg.reach, n_levels), strict=True
     ):
         for _ in range(cfg.iterations):
-            matches = ms.match(z, ys, az, bs, blur, reach)
+            matches = ms.match(z, ys, az, bs, blur, reach, warm=matches)
             d = to_numpy(matches.targets) - z
             w = az * to_numpy(matches.confidence)
             if not w.sum() > 0:
@@ -137,5 +137,5 @@ def spline_robot(
         )
         log.info("spline level sigma=%.4g blur=%.4g cost=%.4g", sigma, blur, matches.cost)
     # Confidence of the final state, for the outputs.
-    final = ms.match(z, ys, az, bs, cfg.blurs[-1], per_level(cfg.reach, n_levels)[-1])
+    final = ms.match(z, ys, az, bs, cfg.blurs[-1], per_level(cfg.reach, n_levels)[-1], warm=matches)
     return SplineResult(fields, to_numpy(final.confidence), ix, final.cost, levels, time.perf_counter() - t0)
