@@ -193,10 +193,14 @@ class KernelField(Transform):
         import torch
 
         from register.kernels.dense import kernel_product
+        from register.kernels.truncated import truncated_gaussian
 
         points = self.check_points(points)
         # Centre on the controls so that the float64 cost stays well conditioned.
         centre = self.controls.mean(0)
+        k = truncated_gaussian(points - centre, self.controls - centre, self.sigmas)
+        if k is not None:  # narrow kernel: only the pairs within a few widths
+            return np.asarray(k @ self.weights)
         v = kernel_product(
             torch.from_numpy(points - centre),
             torch.from_numpy(self.controls - centre),

@@ -30,6 +30,7 @@ from register.config import SplineConfig
 from register.core.sampling import subsample, subsample_indices
 from register.core.transforms import KernelField
 from register.kernels.dense import gaussian_kernel
+from register.kernels.truncated import truncated_gaussian
 from register.stages.common import MatchSettings, per_level, to_numpy
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,18 @@ def fit_kernel_field(
     """
     w = w / w.sum()
     centre = controls.mean(0)
-    zt = torch.from_numpy(z - centre)
-    pt = torch.from_numpy(controls - centre)
-    k_zp = gaussian_kernel(zt, pt, (sigma,))  # (N, C) float64
-    k_pp = gaussian_kernel(pt, pt, (sigma,))  # (C, C)
-    wt = torch.from_numpy(w)[:, None]
-    lhs = k_zp.T @ (wt * k_zp) + regularization * k_pp
-    rhs = k_zp.T @ (wt * torch.from_numpy(d))
+    zc, pc = z - centre, controls - centre
+    k_pp = gaussian_kernel(torch.from_numpy(pc), torch.from_numpy(pc), (sigma,))  # (C, C) float64
+    k_zp = truncated_gaussian(zc, pc, (sigma,))  # (N, C) CSR, or None for a wide kernel
+    if k_zp is None:  # wide kernel: dense (N, C) products
+        k_zp = gaussian_kernel(torch.from_numpy(zc), torch.from_numpy(pc), (sigma,))
+        wt = torch.from_numpy(w)[:, None]
+        lhs = k_zp.T @ (wt * k_zp) + regularization * k_pp
+        rhs = k_zp.T @ (wt * torch.from_numpy(d))
+    else:  # narrow kernel: sparse products, O(nnz) instead of O(N C^2)
+        weighted = k_zp.multiply(w[:, None]).tocsr()
+        lhs = torch.from_numpy((k_zp.T @ weighted).toarray()) + regularization * k_pp
+        rhs = torch.from_numpy(np.asarray(weighted.T @ d))
     # A relative jitter keeps (4) solvable when controls nearly coincide.
     lhs.diagonal().add_(1e-10 * float(lhs.diagonal().mean()))
     alpha = torch.linalg.solve(lhs, rhs)
