@@ -241,13 +241,20 @@ def sinkhorn_multiscale(
         fresh = state.level != level or state.final != final
         if not fresh and not state.stale(eps, f, g, margin):
             return
-        first_x = first_y = None
+        graph_y, graph_x = graphs_of(level)
         if state.level == level:  # centre on the targets of the current lists ...
             state.ux, state.uy = displacements(level, eps, f, g)
             # ... and start from the graph neighbours of each row's best column (no tree query).
-            graph_y, graph_x = graphs_of(level)
-            first_x = graph_y[_best_columns(state.nbx, ys[level].log_mass + g / eps, eps)]
-            first_y = graph_x[_best_columns(state.nby, xs[level].log_mass + f / eps, eps)]
+            anchor_x = _best_columns(state.nbx, ys[level].log_mass + g / eps, eps)
+            anchor_y = _best_columns(state.nby, xs[level].log_mass + f / eps, eps)
+        else:  # a new level: from the graph neighbours of the column nearest to each row's centre
+            anchor_x, anchor_y = (
+                _nearest(tree, points + u, workers)
+                for tree, points, u in zip(
+                    trees_of(level), (xs[level].points, ys[level].points), (state.ux, state.uy), strict=True
+                )
+            )
+        first_x, first_y = graph_y[anchor_x], graph_x[anchor_y]
         rows, cols = xs[level], ys[level]
         # As eps falls a left-out term can gain up to twice the log-mass range on the row's best
         # (a closer point of smaller mass), and 2 margin from moving potentials: keep those.
@@ -347,6 +354,12 @@ def restrict(levels: list[Level], level: int, values: torch.Tensor) -> torch.Ten
         0, labels, mass * values
     )
     return summed / total.clamp_min(torch.finfo(values.dtype).tiny)
+
+
+def _nearest(tree, points: torch.Tensor, workers: int) -> torch.Tensor:
+    """``(N,)`` index of the nearest point of ``tree`` to each of ``points (N, D)``."""
+    _, i = tree.query(points.detach().to("cpu", torch.float64).numpy(), k=1, workers=workers)
+    return torch.from_numpy(i.reshape(-1)).to(points.device)
 
 
 def _best_columns(nb: Neighbours, h: torch.Tensor, eps: float) -> torch.Tensor:
