@@ -16,8 +16,10 @@ import torch
 # before exponentiation. exp(-80) = 1.8e-35 is far below any mass that matters.
 _EXP_FLOOR = -80.0
 
-# Rows per chunk are chosen so that one chunk holds about this many kernel entries.
-_CHUNK_ENTRIES = 8_000_000
+# Rows per chunk are chosen so that one chunk holds about this many kernel entries: 2 MB of
+# float32, which stays in a core's L2 cache through the ~8 elementwise passes of a reduction
+# (measured on 2 cores at 3k-10k points: 1.7x faster than 8M-entry chunks).
+_CHUNK_ENTRIES = 1 << 19
 
 
 def row_chunks(n: int, m: int) -> list[slice]:
