@@ -148,7 +148,7 @@ def run(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="Kernel backend: auto, dense, sparse (multiscale truncated, CPU), keops.",
+            help="Kernel backend: auto, dense, sparse (multiscale truncated above 16M kernel entries), keops.",
             rich_help_panel=ADVANCED,
         ),
     ] = None,

@@ -95,8 +95,9 @@ def test_neighbour_reductions_equal_dense_on_full_lists_and_ignore_padding():
 
 
 @pytest.mark.parametrize("reach", [math.inf, 0.1])
-def test_sparse_backend_agrees_with_dense_on_a_structured_cloud(reach):
+def test_sparse_backend_agrees_with_dense_on_a_structured_cloud(reach, monkeypatch):
     """Multiscale truncated Sinkhorn (forced onto several levels) vs dense, on a curve."""
+    monkeypatch.setattr("register.ot.matching.SPARSE_MIN_ENTRIES", 0)  # no dense shortcut
     from register.ot.multiscale import sinkhorn_multiscale
     from register.ot.unbalanced import sinkhorn
 
@@ -148,9 +149,10 @@ def test_guided_neighbours_find_every_term_within_the_truncation():
 
 
 @pytest.mark.parametrize("backend", ["dense", "sparse"])
-def test_warm_start_from_a_converged_matching_stays_there(backend):
+def test_warm_start_from_a_converged_matching_stays_there(backend, monkeypatch):
     """Warm-started from its own converged potentials, a matching converges quickly to the same
     targets (the warm state round-trips through the data-unit normalisation)."""
+    monkeypatch.setattr("register.ot.matching.SPARSE_MIN_ENTRIES", 0)  # no dense shortcut
     g = torch.Generator().manual_seed(5)
     t = torch.rand(800, generator=g) * 6
     x = torch.stack([torch.cos(t), torch.sin(t), t / 6], 1) * 30.0  # data units, not normalised
@@ -162,3 +164,12 @@ def test_warm_start_from_a_converged_matching_stays_there(backend):
     assert warm.converged and warm.iterations <= max(3, cold.iterations // 5)
     assert (warm.targets - cold.targets).norm(dim=1).max() < 1e-2
     assert (warm.confidence - cold.confidence).abs().max() < 1e-2
+
+
+def test_sparse_backend_solves_small_problems_densely():
+    """Below ``SPARSE_MIN_ENTRIES`` kernel entries the sparse backend gives the dense result."""
+    x, y = _clouds(300, 250)
+    sparse = robust_match(x, y, blur=0.05, reach=0.3, backend="sparse")
+    dense = robust_match(x, y, blur=0.05, reach=0.3, backend="dense")
+    torch.testing.assert_close(sparse.targets, dense.targets)
+    torch.testing.assert_close(sparse.confidence, dense.confidence)
