@@ -67,6 +67,15 @@ def cell(runs: list[dict] | None, n_cases: int, digits: int) -> tuple[str, float
     return text, mean
 
 
+def full_runs(payloads: list[dict]) -> tuple[list[dict], list[dict]]:
+    """``(kept, left out)``: quick smoke-test payloads (``--quick``) are left out whenever a full
+    run is given too, so that their subsampled cases never enter a group mean."""
+    full = [p for p in payloads if not p.get("quick")]
+    if not full:
+        return payloads, []
+    return full, [p for p in payloads if p.get("quick")]
+
+
 def summary(payloads: list[dict]) -> str:
     """Markdown table of group means for the given suite result payloads."""
     records = [r for p in payloads for r in p["records"]]
@@ -107,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {path} not found (run python -m benchmarks.run first)", file=sys.stderr)
             return 2
         payloads.append(json.loads(path.read_text()))
+    payloads, skipped = full_runs(payloads)
+    for payload in skipped:
+        print(f"note: left out the quick smoke-test results ({payload.get('command', '?')})", file=sys.stderr)
     sys.stdout.write(summary(payloads))
     return 0
 

@@ -46,3 +46,21 @@ def test_group_means_partial_and_best() -> None:
     assert cells[6] == "9.00 (1.0 s)"  # worse than no registration: never bold
     assert cells[7] == "0.50 (1.0 s) [run on 1/2]"  # not bold: not run everywhere
     assert cells[8].startswith("0.71")  # BCPD reference from PEERS.md
+
+
+def test_quick_smoke_results_are_left_out_when_full_results_are_given(tmp_path, capsys) -> None:
+    """A ``--quick`` payload's records never enter the means of a full run (main's file glob)."""
+    import json
+
+    from benchmarks.summary import main
+
+    full = {"quick": False, "methods": ["register"], "records": [_rec("lung250m/a", "register", 1.0)]}
+    quick = {"quick": True, "methods": ["register"], "records": [_rec("lung250m/a", "register", 9.0)]}
+    paths = []
+    for name, payload in (("full", full), ("quick", quick)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(payload))
+    assert main([str(p) for p in paths]) == 0
+    out = capsys.readouterr()
+    assert "1.00" in out.out and "9.00" not in out.out and "5.00" not in out.out
+    assert "quick" in out.err
