@@ -136,6 +136,21 @@ def thread_env(threads: int | None) -> dict[str, str]:
     return {k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
+def run_register_limited(work, work_args: tuple, args: argparse.Namespace):
+    """``work(*work_args)`` in a child with ``register`` imported and warmed up, under the run's
+    time / memory limits and thread count (``benchmarks.limits.ChildOutcome``)."""
+    from benchmarks.limits import run_limited
+
+    return run_limited(
+        work,
+        work_args,
+        time_limit_s=args.time_limit,
+        memory_limit_mb=args.memory_limit,
+        setup=register_setup,
+        env=thread_env(args.threads),
+    )
+
+
 def run_method(method: str, case: suites.Case, args: argparse.Namespace) -> dict:
     """Run one method on one case; a record (status, metrics, resources). Never raises."""
     base = {
@@ -155,15 +170,8 @@ def run_method(method: str, case: suites.Case, args: argparse.Namespace) -> dict
     # and exec into the child's ru_maxrss: a child peak at or below this value is only a bound.
     base["parent_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if method == "register":
-        from benchmarks.limits import run_limited
-
-        out = run_limited(
-            register_work,
-            (case.source, case.target, case.preset, args.seed, args.device),
-            time_limit_s=args.time_limit,
-            memory_limit_mb=args.memory_limit,
-            setup=register_setup,
-            env=thread_env(args.threads),
+        out = run_register_limited(
+            register_work, (case.source, case.target, case.preset, args.seed, args.device), args
         )
         res = {
             "status": out.status,

@@ -36,7 +36,7 @@ import numpy as np
 
 from benchmarks import suites
 from benchmarks.machine import cpu_model, memory_total
-from benchmarks.run import register_setup, thread_env
+from benchmarks.run import run_register_limited
 
 REGISTER_BACKENDS = ("auto", "sparse", "dense", "keops")
 PEERS = ("probreg_cpd_nonrigid", "probreg_cpd_affine", "bcpd")
@@ -117,21 +117,13 @@ def speed_work(source: np.ndarray, target: np.ndarray, preset: str, backend: str
 
 def run_one(method: str, inp: dict, args) -> dict:
     """One method on one input: status, wall / CPU seconds, peak memory, accuracy."""
-    from benchmarks.limits import run_limited
     from benchmarks.peers import run_peer
 
     if method.startswith("register"):
         backend = method.split(":")[1]
         # By module path: under ``python -m`` this module is ``__main__``, which the child cannot import.
         work = importlib.import_module("benchmarks.speed").speed_work
-        out = run_limited(
-            work,
-            (inp["source"], inp["target"], inp["preset"], backend, 0),
-            time_limit_s=args.time_limit,
-            memory_limit_mb=args.memory_limit,
-            setup=register_setup,
-            env=thread_env(args.threads),
-        )
+        out = run_register_limited(work, (inp["source"], inp["target"], inp["preset"], backend, 0), args)
         rec = {
             "status": out.status,
             "seconds": out.wall_s,
