@@ -466,7 +466,7 @@ def info(
         "backends": {
             "dense": "torch tensorised reductions (CPU and CUDA)",
             "keops": "KeOps online reductions (CUDA; CPU works but compiles and runs slower)",
-            "sparse": "multiscale truncated Sinkhorn over neighbour lists (experimental; explicit only)",
+            "sparse": "multiscale truncated Sinkhorn over neighbour lists above 16M entries (explicit only)",
             "auto": "dense on CPU; keops on CUDA for large problems",
         },
         "presets": preset_names(),
