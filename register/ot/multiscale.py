@@ -192,11 +192,9 @@ def sinkhorn_multiscale(
         """k-NN graphs ``(m, GRAPH_K)`` of the level's y and x points, nearest first (self included)."""
         if level not in graphs:
             out = []
-            for tree, c in zip(trees_of(level), (ys, xs), strict=True):
-                k = min(GRAPH_K, len(c[level].points))
-                _, i = tree.query(
-                    c[level].points.detach().to("cpu", torch.float64).numpy(), k=k, workers=workers
-                )
+            for tree in trees_of(level):  # each tree queried with its own points
+                k = min(GRAPH_K, tree.n)
+                _, i = tree.query(tree.data, k=k, workers=workers)
                 out.append(torch.from_numpy(i.reshape(-1, k)).to(x.device))
             graphs[level] = tuple(out)
         return graphs[level]
@@ -269,7 +267,7 @@ def sinkhorn_multiscale(
         state.nby = guided_neighbours(
             cols.points, rows.points, hy, eps, keep, cols.points + state.uy, tree_x, first=first_y, **kw
         )
-        state.mark(level, eps, f, g, final)
+        state.mark(level, f, g, final)
 
     cur = 0
 
@@ -381,7 +379,6 @@ class _ListState:
         self.nbx: Neighbours | None = None
         self.nby: Neighbours | None = None
         self.level = -1
-        self.eps = math.inf
         self.f: torch.Tensor | None = None
         self.g: torch.Tensor | None = None
         self.ux: torch.Tensor | None = None  # (n, D) barycentric target - position, x rows
@@ -397,6 +394,6 @@ class _ListState:
         moved = max((f - self.f).abs().max().item(), (g - self.g).abs().max().item())
         return moved > margin * eps
 
-    def mark(self, level: int, eps: float, f: torch.Tensor, g: torch.Tensor, final: bool) -> None:
-        self.level, self.eps, self.f, self.g, self.final = level, eps, f, g, final
+    def mark(self, level: int, f: torch.Tensor, g: torch.Tensor, final: bool) -> None:
+        self.level, self.f, self.g, self.final = level, f, g, final
         self.builds += 1
