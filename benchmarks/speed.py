@@ -37,19 +37,13 @@ import numpy as np
 from benchmarks import suites
 from benchmarks.machine import cpu_model, memory_total
 from benchmarks.run import run_register_limited
+from register.metrics import chamfer, tre
 
 REGISTER_BACKENDS = ("auto", "sparse", "dense", "keops")
 PEERS = ("probreg_cpd_nonrigid", "probreg_cpd_affine", "bcpd")
 INPUTS = ("copd1", "synth", "stanford")
 OUT = Path(__file__).parent / "results" / "speed"
 STANFORD_MAX = 30_000  # points in each shapes/stanford cloud
-
-
-def chamfer(a: np.ndarray, b: np.ndarray) -> float:
-    """Symmetric mean nearest-neighbour distance between ``a (N, 3)`` and ``b (M, 3)``."""
-    from scipy.spatial import cKDTree
-
-    return float((cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean()) / 2)
 
 
 def make_input(kind: str, n: int, data: Path) -> dict | None:
@@ -84,7 +78,7 @@ def make_input(kind: str, n: int, data: Path) -> dict | None:
             "target": y,
             "preset": "lung",
             "metric": "TRE mm",
-            "evaluate": lambda warp: float(np.linalg.norm(warp(lm_s) - lm_t, axis=1).mean()),
+            "evaluate": lambda warp: tre(warp(lm_s), lm_t)["mean"],
         }
     if kind == "stanford":
         if n > STANFORD_MAX or not (data / "shapes/stanford/bunny_30k.ply").is_file():
