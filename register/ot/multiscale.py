@@ -46,7 +46,7 @@ from register.ot.unbalanced import SinkhornResult, damping_factor, epsilon_sched
 
 log = logging.getLogger(__name__)
 
-GRAPH_K = 32  # neighbours per point in the k-NN graphs that seed the list updates
+GRAPH_K = 64  # neighbours per point in the k-NN graphs that seed the list updates
 
 
 @dataclass
