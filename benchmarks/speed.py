@@ -15,7 +15,7 @@ Inputs per size ``n`` (every method gets exactly the same arrays):
   deformation of the benchmark suite (``benchmarks.suites``), error in % of the diagonal
   (sizes up to 30k).
 
-Methods: ``register`` with the lung (shapes) preset and ``--backend`` ``auto`` / ``sparse`` /
+Methods: ``register`` with the lung (shapes) preset and ``--backend`` ``auto`` / ``sparse`` / ``geomloss`` /
 ``dense`` / ``keops``, probreg CPD (non-rigid, affine) and BCPD when a ``bcpd`` binary is on
 PATH. Each run is a fresh child process under the same wall-clock and memory limits
 (``benchmarks.limits``); wall time excludes imports. Results: ``benchmarks/results/speed/``
@@ -39,7 +39,7 @@ from benchmarks.machine import cpu_model, memory_total
 from benchmarks.run import run_register_limited
 from register.metrics import chamfer, tre
 
-REGISTER_BACKENDS = ("auto", "sparse", "dense", "keops")
+REGISTER_BACKENDS = ("auto", "sparse", "dense", "keops", "geomloss")
 PEERS = ("probreg_cpd_nonrigid", "probreg_cpd_affine", "bcpd")
 INPUTS = ("copd1", "synth", "stanford")
 OUT = Path(__file__).parent / "results" / "speed"

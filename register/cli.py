@@ -148,7 +148,8 @@ def run(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="Kernel backend: auto, dense, sparse (multiscale truncated above 16M kernel entries), keops.",
+            help="Kernel backend: auto, dense, sparse (multiscale truncated above 16M kernel entries), keops, "
+            "geomloss (GeomLoss's own solver, for comparisons).",
             rich_help_panel=ADVANCED,
         ),
     ] = None,
@@ -467,6 +468,7 @@ def info(
             "dense": "torch tensorised reductions (CPU and CUDA)",
             "keops": "KeOps online reductions (CUDA; CPU works but compiles and runs slower)",
             "sparse": "multiscale truncated Sinkhorn over neighbour lists above 16M entries (explicit only)",
+            "geomloss": "GeomLoss's Sinkhorn solver (tensorized / KeOps online / multiscale by size; explicit only)",
             "auto": "dense on CPU; keops on CUDA for large problems",
         },
         "presets": preset_names(),

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from register.errors import ConfigError
+from register.kernels.select import BACKENDS
 
 PRESET_DIR = Path(__file__).parent / "pipelines"
 STAGES = ("affine", "flow", "spline")
@@ -97,7 +98,7 @@ class RunConfig:
         mass: ``total`` (each cloud has total mass 1: clouds of different densities) or
             ``point`` (one unit of mass per point in both clouds: extra target points such
             as outliers or clutter add mass instead of diluting the inliers).
-        backend: kernel backend, ``auto``, ``dense``, ``sparse`` or ``keops``.
+        backend: kernel backend, ``auto``, ``dense``, ``sparse``, ``keops`` or ``geomloss``.
         scaling: ratio of successive blurs in Sinkhorn's epsilon-scaling, in (0, 1).
         tol: Sinkhorn stops when potentials move less than ``tol * blur^2``.
         max_iter: cap on Sinkhorn iterations at the final blur.
@@ -159,7 +160,7 @@ class PipelineConfig:
 
 _CHOICES = {
     ("pipeline", "length_unit"): ("data", "relative"),
-    ("pipeline", "backend"): ("auto", "dense", "sparse", "keops"),
+    ("pipeline", "backend"): BACKENDS,
     ("pipeline", "mass"): ("total", "point"),
     ("affine", "mode"): ("rigid", "similarity", "affine"),
 }

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from register.errors import InputError
 
-BACKENDS = ("auto", "dense", "sparse", "keops")
+BACKENDS = ("auto", "dense", "sparse", "keops", "geomloss")
 
 # Above this many kernel entries per reduction, a dense pass on the CPU costs more
 # than ~0.5 s; on CUDA the online KeOps reduction is the better choice beyond it.

@@ -24,6 +24,7 @@ import torch
 from register.kernels.dense import barycentre_dense
 from register.kernels.keops import barycentre_keops
 from register.kernels.neighbours import barycentre_neighbours
+from register.ot.geomloss_solver import sinkhorn_geomloss
 from register.ot.multiscale import WarmStart, sinkhorn_multiscale
 from register.ot.unbalanced import sinkhorn
 
@@ -98,9 +99,11 @@ def robust_match(
         blur: finest detail resolved by the matching, L.
         reach: largest displacement treated as a match, L (``inf``: balanced).
         scaling, tol, max_iter: see :func:`register.ot.unbalanced.sinkhorn`.
-        backend: ``dense`` or ``keops`` (:func:`register.ot.unbalanced.sinkhorn`), or
+        backend: ``dense`` or ``keops`` (:func:`register.ot.unbalanced.sinkhorn`),
             ``sparse`` (:func:`register.ot.multiscale.sinkhorn_multiscale`, for problems of more
-            than ``SPARSE_MIN_ENTRIES`` kernel entries; dense below).
+            than ``SPARSE_MIN_ENTRIES`` kernel entries; dense below), or ``geomloss``
+            (:func:`register.ot.geomloss_solver.sinkhorn_geomloss`: the reference solver;
+            ignores ``tol``, ``max_iter`` and ``warm``).
         warm: ``Matches.warm`` of an earlier call on the same clouds and masses (the source
             moved a little since): the epsilon schedule then starts at that call's blur
             instead of the diameter (``min(its blur, blur)``: a single temperature when the
@@ -131,6 +134,14 @@ def robust_match(
         eps = res.eps
         targets_n, lse = barycentre_neighbours(eps, nb, b.log() + res.g / eps, yn)
         ty = out.ty * scale + centre
+    elif backend == "geomloss":
+        # GeomLoss's own solver for the potentials; the matches by our reductions (dense chunks
+        # on the CPU, where they are faster than KeOps; KeOps on CUDA: no N x M memory).
+        res = sinkhorn_geomloss(xn, yn, a, b, **{k: v for k, v in settings.items() if k != "tol"})
+        eps = res.eps
+        reduce = BARYCENTRE["keops" if xn.is_cuda else "dense"]
+        targets_n, lse = reduce(eps, xn, yn, b.log() + res.g / eps, yn)
+        ty = y
     else:
         start = {} if warm is None else {"init_g": warm.g / s2, "start_blur": warm.blur / scale}
         res = sinkhorn(xn, yn, a, b, max_iter=max_iter, backend=backend, **settings, **start)
