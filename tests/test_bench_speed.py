@@ -26,3 +26,21 @@ def test_table_gives_ratios_to_register_auto_and_failures_by_status() -> None:
     ]
     lines = table(records, ["register:auto", "register:sparse", "probreg_cpd_nonrigid"])
     assert "100.0 s, 100 MiB, 1.5" in lines[2] and "50.0 s (x0.50)" in lines[2] and "timeout" in lines[2]
+
+
+def test_ot_solve_table_gives_ratios_and_gaps_to_dense() -> None:
+    from benchmarks.ot_solve import markdown, solve_work
+
+    x = np.random.default_rng(0).uniform(0, 50, size=(300, 3)).astype(np.float32)
+    out = solve_work(x, x + 1.0, 1.0, "dense")  # a shifted copy: every point matches its own shift
+    assert np.abs(out["targets"] - (x + 1.0)).mean() < 0.5
+    base = {"n": 8000, "blur_mm": 4.1, "peak_rss_mb": 300.0}
+    records = [
+        {**base, "backend": "dense", "status": "ok", "seconds": 40.0},
+        {**base, "backend": "sparse", "status": "ok", "seconds": 10.0, "gap_mean_mm": 0.1, "gap_max_mm": 2.0},
+        {**base, "backend": "geomloss", "status": "timeout", "seconds": 600.0},
+    ]
+    meta = {"command": "c", "machine": "m", "limits": "l"}
+    row = markdown(records, ["dense", "sparse", "geomloss"], meta)[-1]
+    assert row.startswith("| 8000 | 4.10 |") and "10.0 s (x0.25), 300 MiB, 0.100 / 2.00 mm" in row
+    assert "timeout" in row
