@@ -73,6 +73,10 @@ class SplineConfig:
         regularization: weight of the smoothness (RKHS norm) term, relative to the data
             term (dimensionless; larger is smoother).
         max_controls: at most this many control points carry the field.
+        control_spacing: where at most ``max_controls`` voxels of side ``control_spacing *
+            sigma`` hold matched points, their centroids are the controls (a wide kernel needs
+            few); otherwise, and always when 0, a fixed seeded subsample of ``max_controls``
+            matched points.
         max_points: matching runs on at most this many points per cloud.
     """
 
@@ -82,6 +86,7 @@ class SplineConfig:
     iterations: int = 1
     regularization: float = 1e-3
     max_controls: int = 2000
+    control_spacing: float = 0.5
     max_points: int = 6000
 
 
@@ -233,6 +238,8 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
     for table, key in (("pipeline", "tol"), ("spline", "regularization")):
         if not getattr(getattr(cfg, table), key) > 0:
             raise ConfigError(f"{origin}: {table}.{key} must be > 0")
+    if not cfg.spline.control_spacing >= 0:
+        raise ConfigError(f"{origin}: spline.control_spacing = {cfg.spline.control_spacing}: must be >= 0")
     for table, key in (
         ("pipeline", "max_iter"),
         ("affine", "iterations"),

@@ -90,6 +90,26 @@ def fit_kernel_field(
     return KernelField(controls, alpha.numpy(), (sigma,))
 
 
+def grid_controls(z: np.ndarray, cell: float, max_controls: int) -> np.ndarray | None:
+    """Control points for a wide kernel: centroids ``(C, D)`` of the points ``z (N, D)`` in
+    each voxel of side ``cell`` (data units), or None when there are more than ``max_controls``.
+
+    A Gaussian field of width ``sigma`` varies little over ``sigma / 2``, so controls that
+    far apart carry it as well as many more would, at a fraction of the ``O(N C^2 + C^3)``
+    cost of (4) (Lung250M-4B case 002, sigma 40 mm: 2000 random controls 3.3 s CPU, 1128 grid
+    controls 1.05 s). Spacing ``sigma`` was too coarse for the shapes preset (BCPD male pair
+    0.87 -> 0.96 % of the diagonal); ``sigma / 2`` gave 0.84 %.
+    """
+    ijk = np.floor((z - z.min(0)) / cell).astype(np.int64)
+    _, labels = np.unique(ijk, axis=0, return_inverse=True)
+    labels = labels.reshape(-1)
+    counts = np.bincount(labels).astype(np.float64)
+    centroids = np.stack([np.bincount(labels, weights=z[:, d]) for d in range(z.shape[1])], 1)
+    if len(counts) > max_controls:
+        return None
+    return centroids / counts[:, None]
+
+
 def spline_robot(
     x: np.ndarray,
     y: np.ndarray,
@@ -128,7 +148,14 @@ def spline_robot(
             if not w.sum() > 0:
                 log.warning("spline level sigma=%.4g: no confident match; level skipped", sigma)
                 continue
-            fld = fit_kernel_field(z, d, w, z[ic], sigma, cfg.regularization)
+            controls = (
+                grid_controls(z, cfg.control_spacing * sigma, cfg.max_controls)
+                if cfg.control_spacing
+                else None
+            )
+            fld = fit_kernel_field(
+                z, d, w, z[ic] if controls is None else controls, sigma, cfg.regularization
+            )
             z = fld.apply(z)
             fields.append(fld)
         levels.append(
@@ -138,7 +165,7 @@ def spline_robot(
                 "reach": reach,
                 "cost": matches.cost,
                 "sinkhorn_iterations": matches.iterations,
-                "controls": len(ic),
+                "controls": len(fld.controls) if fields else 0,
             }
         )
         log.info("spline level sigma=%.4g blur=%.4g cost=%.4g", sigma, blur, matches.cost)
