@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -61,41 +60,6 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     if quiet:
         level = logging.ERROR
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=_console())])
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in (
-        "register",
-        "numpy",
-        "scipy",
-        "torch",
-        "pykeops",
-        "geomloss",
-        "open3d-cpu",
-        "open3d",
-        "pyvista",
-        "vtk",
-        "typer",
-        "rich",
-    ):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def _parse_stages(stages: str | None, cfg):
-    """``cfg`` with ``pipeline.stages`` from a comma-separated ``--stages`` value (checked)."""
-    from register.config import from_dict
-
-    if stages is None:
-        return cfg
-    names = [s.strip() for s in stages.split(",") if s.strip()]
-    return from_dict({"pipeline": {"stages": names}}, origin="--stages", base=cfg)
 
 
 @app.command("run")
@@ -201,10 +165,8 @@ def _run(
     backend,
     landmarks,
 ) -> dict:
-    from register.config import load_config, with_overrides
-    from register.io import read_points
     from register.outputs import check_output_dir, write_result
-    from register.pipeline import MIN_POINTS
+    from register.run import RunRequest, prepare
 
     outdir = output or Path(f"{source.stem}_to_{target.stem}")
     check_output_dir(outdir, overwrite)
@@ -215,35 +177,14 @@ def _run(
             raise InputError(
                 f"--screenshot {screenshot}: file exists; choose another name or pass --overwrite"
             )
-    cfg = load_config(pipeline)
-    cfg = _parse_stages(stages, cfg)
-    extra = list(overrides)
-    if weights is not None:
-        extra += [f'pipeline.weights="{weights}"', "pipeline.weights_optional=false"]
-    if backend is not None:
-        extra.append(f'pipeline.backend="{backend}"')
-    if extra:
-        cfg = with_overrides(cfg, extra)
-    src = read_points(source, min_points=MIN_POINTS)
-    tgt = read_points(target, min_points=MIN_POINTS)
-    pairs = _read_landmarks(landmarks, src.points.shape[1]) if landmarks else None
-
-    t0 = time.perf_counter()
-    result = _register_with_progress(src, tgt, cfg, device, seed, quiet)
-    seconds = time.perf_counter() - t0
-    metrics = {
-        **result.metrics,
-        "source": str(source),
-        "target": str(target),
-        "pipeline": pipeline,
-        "total_seconds": seconds,
-        "stages": result.stages,
-        "versions": _versions(),
-    }
-    if pairs is not None:
-        metrics["landmarks"] = _landmark_errors(result.transform, *pairs)
+    request = RunRequest(
+        source, target, pipeline, stages, weights, device, seed, tuple(overrides), backend, landmarks
+    )
+    inputs = prepare(request)
+    result, metrics = _register_with_progress(inputs, quiet)
     from register.viz import render
 
+    src, tgt = inputs.source, inputs.target
     title = f"{source.name} -> {target.name}"
     if screenshot is not None:
         # Rendered before the results are written: a rendering error leaves no output folder.
@@ -255,7 +196,10 @@ def _run(
             screenshot.unlink(missing_ok=True)
         raise
     if show:
-        render(src.points, tgt.points, result.warped, show=True, title=title)
+        from register.viz import ResultView, show_result
+
+        view = ResultView.from_result(src.points, tgt.points, result, inputs.landmarks, title=title)
+        show_result(view)
     summary = {
         "status": "ok",
         "output": str(outdir),
@@ -266,7 +210,7 @@ def _run(
         "target_points": metrics["target_points"],
         "chamfer_before": metrics["chamfer_before"],
         "chamfer_after": metrics["chamfer_after"],
-        "seconds": seconds,
+        "seconds": metrics["total_seconds"],
         "stage_seconds": metrics["stage_seconds"],
         "device": metrics["device"],
         "backend": metrics["backend"],
@@ -277,13 +221,13 @@ def _run(
     return summary
 
 
-def _register_with_progress(src, tgt, cfg, device, seed, quiet):
+def _register_with_progress(inputs, quiet):
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from register.pipeline import register
+    from register.run import execute
 
     if quiet:
-        return register(src, tgt, cfg, device=device, seed=seed)
+        return execute(inputs)
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -301,7 +245,7 @@ def _register_with_progress(src, tgt, cfg, device, seed, quiet):
             else:
                 progress.update(tasks[name], completed=1)
 
-        return register(src, tgt, cfg, device=device, seed=seed, on_stage=on_stage)
+        return execute(inputs, on_stage=on_stage)
 
 
 def _print_summary(summary: dict) -> None:
@@ -329,36 +273,6 @@ def _print_summary(summary: dict) -> None:
     _console().print(table)
 
 
-def _read_landmarks(paths: tuple[Path, Path], dim: int):
-    """Source and target landmark arrays ``(L, D)``, rows in correspondence."""
-    from register.io import read_points
-
-    src_lm, tgt_lm = (read_points(p).points for p in paths)
-    if src_lm.shape != tgt_lm.shape:
-        raise InputError(
-            f"--landmarks {paths[0]} {paths[1]}: {len(src_lm)} and {len(tgt_lm)} rows "
-            f"({src_lm.shape[1]}-D and {tgt_lm.shape[1]}-D); rows must correspond one to one"
-        )
-    if src_lm.shape[1] != dim:
-        raise InputError(f"--landmarks {paths[0]}: {src_lm.shape[1]}-D landmarks for {dim}-D clouds")
-    return src_lm, tgt_lm
-
-
-def _landmark_errors(transform, src_lm, tgt_lm) -> dict:
-    """TRE before and after ``transform`` (data units, lower is better) and per landmark."""
-    import numpy as np
-
-    from register.metrics import tre
-
-    warped = transform.apply(src_lm)
-    return {
-        "count": len(src_lm),
-        "before": tre(src_lm, tgt_lm),
-        "after": tre(warped, tgt_lm),
-        "per_landmark_after": np.linalg.norm(warped - tgt_lm, axis=1).tolist(),
-    }
-
-
 @app.command("eval")
 def evaluate(
     transform: Annotated[Path, typer.Argument(help="transform.npz written by a registration.")],
@@ -376,13 +290,14 @@ def evaluate(
         from register.core.transforms import Transform
         from register.io import read_points
         from register.metrics import scene_flow
+        from register.run import landmark_errors, read_landmarks
 
         if landmarks is None and flow_gt is None:
             raise InputError("give --landmarks SRC_LM TGT_LM and/or --flow-gt FLOW --source SRC")
         tf = Transform.load(transform)
         out: dict = {"transform": str(transform)}
         if landmarks is not None:
-            out["landmarks"] = _landmark_errors(tf, *_read_landmarks(landmarks, tf.dim))
+            out["landmarks"] = landmark_errors(tf, *read_landmarks(landmarks, tf.dim))
         if flow_gt is not None:
             if source is None:
                 raise InputError("--flow-gt needs --source (the points the flow rows belong to)")
@@ -458,10 +373,11 @@ def info(
 
     from register.config import preset_names
     from register.io import SUPPORTED_EXTENSIONS
+    from register.run import versions
 
     cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     data = {
-        "versions": _versions(),
+        "versions": versions(),
         "devices": {"cpu_threads": torch.get_num_threads(), "cuda": cuda},
         "backends": {
             "dense": "torch tensorised reductions (CPU and CUDA)",

@@ -21,6 +21,8 @@ import math
 import os
 import shutil
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -57,21 +59,63 @@ def check_output_dir(outdir: Path, overwrite: bool) -> None:
         raise InputError(f"-o {outdir}: parent folder {outdir.parent} does not exist")
 
 
-def write_result(outdir: Path, source: PointCloud, result, metrics: dict, *, overwrite: bool = False) -> Path:
+@contextmanager
+def atomic_folder(outdir: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden temporary sibling of ``outdir``; on success it becomes ``outdir``.
+
+    Whatever the ``with`` block writes into the yielded folder appears under ``outdir`` at once
+    (one rename), replacing an existing ``outdir`` only when ``overwrite``; if the block raises,
+    the temporary folder is removed and ``outdir`` is left as it was. Temporary names are
+    ``.<name>.<hex>.partial`` (and ``.<name>.<hex>.old`` for a replaced folder), so a process
+    killed half-way leaves only hidden folders that :func:`stale_temporaries` finds.
+    """
+    check_output_dir(outdir, overwrite)
+    # Not tempfile.mkdtemp: its folders are private (0700); this one gets the usual 0777 - umask.
+    tmp = outdir.parent / f".{outdir.name}.{uuid.uuid4().hex[:12]}.partial"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if outdir.exists():
+            trash = outdir.with_name(f".{outdir.name}.{uuid.uuid4().hex}.old")
+            os.replace(outdir, trash)
+            os.replace(tmp, outdir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, outdir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def stale_temporaries(folder: Path, name: str = "*") -> list[Path]:
+    """Temporary folders :func:`atomic_folder` left in ``folder`` for ``name`` after a crash."""
+    return sorted([*folder.glob(f".{name}.*.partial"), *folder.glob(f".{name}.*.old")])
+
+
+def write_result(
+    outdir: Path,
+    source: PointCloud,
+    result,
+    metrics: dict,
+    *,
+    overwrite: bool = False,
+    before_commit: Callable[[Path], None] | None = None,
+) -> Path:
     """Write ``result`` (a :class:`register.pipeline.Result`) for ``source`` into ``outdir``.
+
+    Args:
+        before_commit: called with the temporary folder once the result files are in it;
+            what it adds there is committed with them (``register batch`` adds its log, QA
+            picture and ``status.json``).
 
     Returns:
         The path of the warped source file inside ``outdir``.
     """
     from register.io import write_points
 
-    check_output_dir(outdir, overwrite)
     ext = "".join(Path(source.path).suffixes[-1:]) if source.path else ".ply"
     warped_name = f"warped{ext}"
-    # Not tempfile.mkdtemp: its folders are private (0700); this one gets the usual 0777 - umask.
-    tmp = outdir.parent / f".{outdir.name}.{uuid.uuid4().hex[:12]}.partial"
-    tmp.mkdir()
-    try:
+    with atomic_folder(outdir, overwrite=overwrite) as tmp:
         result.transform.save(tmp / "transform.npz")
         extra = {"displacement": result.displacement, "confidence": result.confidence}
         write_points(tmp / warped_name, source.with_points(result.warped, **extra))
@@ -84,14 +128,6 @@ def write_result(outdir: Path, source: PointCloud, result, metrics: dict, *, ove
         write_points(tmp / "field.vtk", PointCloud(source.points, extra))
         (tmp / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2) + "\n")
         (tmp / "config.toml").write_text(to_toml(result.config))
-        if outdir.exists():
-            trash = outdir.with_name(f".{outdir.name}.{uuid.uuid4().hex}.old")
-            os.replace(outdir, trash)
-            os.replace(tmp, outdir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, outdir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if before_commit is not None:
+            before_commit(tmp)
     return outdir / warped_name
