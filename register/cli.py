@@ -17,7 +17,9 @@ import typer
 from register.errors import InputError
 
 EXIT_INPUT = 2
-COMMANDS = ("run", "warp", "eval", "info")
+EXIT_PAIRS_FAILED = 3
+EXIT_INTERRUPTED = 130
+COMMANDS = ("run", "warp", "eval", "info", "batch", "show", "report")
 ADVANCED = "Advanced"
 
 app = typer.Typer(
@@ -32,6 +34,8 @@ app = typer.Typer(
         "Examples:\n\n"
         "  register data_samples/lung_source.ply data_samples/lung_target.ply -p lung --weights radius -o out\n\n"
         "  register warp out/transform.npz landmarks.csv -o landmarks_warped.csv\n\n"
+        "  register batch cohort.csv -o cohort_out --workers 2 -p lung\n\n"
+        "  register report cohort_out\n\n"
         "  register info"
     ),
 )
@@ -362,6 +366,370 @@ def warp(
         typer.echo(json.dumps({"status": "ok", "output": str(output), "points": len(moved)}))
     else:
         _console().print(f"wrote {output} ({len(moved):,} points)")
+
+
+@app.command("batch")
+def batch(
+    manifest: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV (header row) or JSON lines (.jsonl): id, source, target, and optionally "
+            "source_landmarks, target_landmarks, pipeline, weights. Relative paths start at the manifest's folder."
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", help="Batch folder: OUTDIR/<id>/ per pair, summary.csv/json, report.html."
+        ),
+    ],
+    workers: Annotated[
+        int | None, typer.Option(help="Pairs run side by side in local processes (default 1).", min=1)
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the pairs on this Dask cluster: tcp://HOST:8786 or a scheduler file (.json). "
+            "Needs pip install 'register[distributed]' and files at the same paths on the workers."
+        ),
+    ] = None,
+    retries: Annotated[
+        int,
+        typer.Option(
+            help="Re-run a pair this many times after an unexpected failure (not bad input).", min=0
+        ),
+    ] = 0,
+    pipeline: Annotated[
+        str, typer.Option("-p", "--pipeline", help="Preset or TOML for pairs without a 'pipeline' cell.")
+    ] = "default",
+    weights: Annotated[
+        str | None, typer.Option(help="Point attribute used as mass, for pairs without a 'weights' cell.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every pair (same seed, same results, any runner).")] = 0,
+    images: Annotated[
+        bool, typer.Option(help="Render OUTDIR/<id>/qa.png (before / after) off-screen for every pair.")
+    ] = True,
+    report: Annotated[bool, typer.Option(help="Write OUTDIR/report.html at the end.")] = True,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress and no table.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+    ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Torch threads per pair (default: cores // workers locally, 1 on a Dask cluster).",
+            min=1,
+            rich_help_panel=ADVANCED,
+        ),
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="auto, cpu, cuda or cuda:N, for every pair.", rich_help_panel=ADVANCED)
+    ] = "auto",
+    stages: Annotated[
+        str | None, typer.Option(help="Stages to run, e.g. affine,spline.", rich_help_panel=ADVANCED)
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a config key of every pair: TABLE.KEY=VALUE.", rich_help_panel=ADVANCED
+        ),
+    ] = None,
+) -> None:
+    """Register every pair of a manifest; resumable, in parallel, on one machine or a Dask cluster.
+
+    Each pair writes OUTDIR/<id>/ (what 'register run' writes, plus register.log, qa.png and
+    status.json). Running the same command again skips the complete pairs and redoes the
+    failed and interrupted ones. Exit code 0: every pair succeeded; 3: some failed (see
+    summary.csv); 2: bad manifest or option (nothing ran).
+
+    Examples:
+
+      register batch cohort.csv -o cohort_out --workers 2 -p lung
+
+      register batch cohort.csv -o cohort_out --scheduler tcp://10.0.0.5:8786 --json
+    """
+    _setup_logging(False, quiet or json_out)
+    try:
+        rows, info = _batch(
+            manifest,
+            output,
+            workers,
+            scheduler,
+            retries,
+            pipeline,
+            weights,
+            seed,
+            images,
+            threads,
+            device,
+            stages,
+            tuple(set_ or ()),
+            quiet or json_out,
+        )
+        report_path = None
+        if report:
+            from register.report import write_report
+
+            report_path = write_report(output)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        _console().print(f"interrupted; run the same command again to finish the batch in {output}")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    failed = [r for r in rows if r["status"] != "ok"]
+    if json_out:
+        from register.outputs import json_safe
+
+        summary = {
+            "status": "failed" if failed else "ok",
+            "output": str(output),
+            "summary_csv": str(output / "summary.csv"),
+            "summary_json": str(output / "summary.json"),
+            "report": str(report_path) if report_path else None,
+            **info["counts"],
+            "wall_seconds": info["wall_seconds"],
+            "failed_ids": [r["id"] for r in failed],
+        }
+        typer.echo(json.dumps(json_safe(summary), indent=2))
+    elif not quiet:
+        _print_batch_table(rows, info, report_path)
+    if failed:
+        raise typer.Exit(EXIT_PAIRS_FAILED)
+
+
+def _batch(
+    manifest,
+    output,
+    workers,
+    scheduler,
+    retries,
+    pipeline,
+    weights,
+    seed,
+    images,
+    threads,
+    device,
+    stages,
+    overrides,
+    quiet,
+):
+    from register.batch import BatchOptions, check_outdir, plan, read_manifest, run_batch
+    from register.run import build_config
+
+    if scheduler is not None and workers is not None:
+        raise InputError(
+            "--workers and --scheduler: choose one (on a Dask cluster the workers run the pairs)"
+        )
+    if device != "auto" and device != "cpu" and not device.startswith("cuda"):
+        raise InputError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+    pairs = read_manifest(manifest)
+    options = BatchOptions(pipeline, weights, seed, device, overrides, stages, images, retries)
+    # Every configuration a pair will use is checked now, before any work.
+    for name in sorted({p.pipeline or pipeline for p in pairs}):
+        build_config(name, stages=stages, weights=weights, overrides=overrides)
+    check_outdir(output)
+    jobs = plan(pairs, output, options)
+    if scheduler is not None:
+        from register.batch.dask_runner import DaskRunner
+
+        runner = DaskRunner(scheduler, threads)
+    else:
+        from register.batch.local import LocalRunner
+
+        runner = LocalRunner(workers or 1, threads)
+    with runner, _batch_progress(len(jobs), quiet) as on_event:
+        return run_batch(
+            jobs, output, runner, retries=retries, manifest=manifest, options=options, on_event=on_event
+        )
+
+
+def _batch_progress(total: int, quiet: bool):
+    """Context manager yielding the ``on_event`` callback of :func:`run_batch` (a progress bar)."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if quiet:
+        return contextlib.nullcontext(None)
+    progress = Progress(
+        TextColumn("pairs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=_console(),
+    )
+
+    @contextlib.contextmanager
+    def running():
+        with progress:
+            task = progress.add_task("", total=total)
+            running_ids: list[str] = []
+
+            def on_event(event: str, job, record) -> None:
+                if event == "started":
+                    running_ids.append(job.id)
+                elif event in ("done", "retry"):
+                    running_ids.remove(job.id)
+                if event in ("done", "skipped"):
+                    progress.advance(task)
+                if event == "done" and record["status"] != "ok":
+                    progress.console.print(f"[red]{job.id} failed:[/red] {record['error']}", highlight=False)
+                if event == "retry":
+                    progress.console.print(
+                        f"{job.id}: attempt {job.attempt} failed, retrying", highlight=False
+                    )
+                shown = ", ".join(running_ids[:4]) + (" ..." if len(running_ids) > 4 else "")
+                progress.update(task, description=f"running {shown}" if running_ids else "")
+
+            yield on_event
+
+    return running()
+
+
+def _print_batch_table(rows: list[dict], info: dict, report_path) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    def num(value, fmt="{:.3g}"):
+        return "" if value is None else fmt.format(value)
+
+    counts = info["counts"]
+    table = Table(
+        title=f"register batch: {counts['ok']} ok, {counts['failed']} failed, {counts['pending']} pending "
+        f"({counts['skipped']} complete from an earlier run) in {info['wall_seconds']:.1f} s",
+        title_justify="left",
+    )
+    for name in (
+        "pair",
+        "status",
+        "seconds",
+        "points",
+        "chamfer before -> after",
+        "TRE before -> after",
+        "error",
+    ):
+        table.add_column(name, overflow="fold")
+    for r in rows:
+        status = {"ok": "[green]ok[/green]", "failed": "[red]failed[/red]"}.get(r["status"], r["status"])
+        if r["action"] == "skipped":
+            status += " (earlier)"
+        points = "" if r["source_points"] is None else f"{r['source_points']:,} -> {r['target_points']:,}"
+        chamfer = (
+            "" if r["chamfer_after"] is None else f"{num(r['chamfer_before'])} -> {num(r['chamfer_after'])}"
+        )
+        tre = "" if r["tre_after"] is None else f"{num(r['tre_before'])} -> {num(r['tre_after'])}"
+        table.add_row(
+            escape(r["id"]),
+            status,
+            num(r["seconds"], "{:.1f}"),
+            points,
+            chamfer,
+            tre,
+            escape(r["error"] or ""),
+        )
+    console = _console()
+    console.print(table)
+    if report_path:
+        console.print(f"report: {report_path}", highlight=False, soft_wrap=True)
+
+
+@app.command("report")
+def report_command(
+    outdir: Annotated[Path, typer.Argument(help="Output folder of 'register batch'.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="HTML file to write (default OUTDIR/report.html).")
+    ] = None,
+    embed: Annotated[
+        bool, typer.Option(help="Embed the pictures in the page (one movable file) instead of linking them.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Write an HTML page over a batch: one row per pair, pictures and errors; failures first.
+
+    The page is self-contained (inline style and script, no network) and opens from disk.
+    """
+    try:
+        from register.report import write_report
+
+        path = write_report(outdir, output, embed=embed, overwrite=overwrite)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    _console().print(f"wrote {path}", highlight=False, soft_wrap=True)
+
+
+@app.command("show")
+def show_command(
+    result: Annotated[
+        Path, typer.Argument(help="A result folder: OUTDIR/<id> of a batch, or -o of 'register run'.")
+    ],
+    target: Annotated[
+        Path | None, typer.Option(help="Target points, when the file recorded in metrics.json has moved.")
+    ] = None,
+    landmarks: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option(help="SRC_LM TGT_LM, when not recorded in metrics.json (or moved)."),
+    ] = None,
+    screenshot: Annotated[
+        Path | None, typer.Option(help="Render the view off-screen to this PNG instead of opening a window.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the --screenshot file if it exists.")] = False,
+) -> None:
+    """Reopen a result in 3-D: source, target and warped source (toggle each), displacement as colour, landmark errors as lines."""
+    try:
+        from register.viz import show_result
+
+        if screenshot is not None:
+            if screenshot.suffix.lower() != ".png":
+                raise InputError(f"--screenshot {screenshot}: must be a .png file")
+            if screenshot.exists() and not overwrite:
+                raise InputError(
+                    f"--screenshot {screenshot}: file exists; choose another name or pass --overwrite"
+                )
+        view = _result_view(result, target, landmarks)
+        show_result(view, screenshot=screenshot)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    if screenshot is not None:
+        _console().print(f"wrote {screenshot}", highlight=False, soft_wrap=True)
+
+
+def _result_view(folder: Path, target: Path | None, landmarks: tuple[Path, Path] | None):
+    """The :class:`register.viz.ResultView` of a result folder (files named by its metrics.json)."""
+    import numpy as np
+
+    from register.core.transforms import Transform
+    from register.io import read_points
+    from register.run import read_landmarks
+    from register.viz import ResultView
+
+    for name in ("field.npz", "metrics.json", "transform.npz"):
+        if not (folder / name).is_file():
+            raise InputError(
+                f"{folder}: no {name}; give a result folder of 'register run' or 'register batch'"
+            )
+    metrics = json.loads((folder / "metrics.json").read_text())
+    with np.load(folder / "field.npz") as field:
+        source, displacement = field["points"], field["displacement"]
+    target_path = target or Path(metrics["target"])
+    if not target_path.is_file():
+        raise InputError(
+            f"{folder}: target file {target_path} (from metrics.json) not found; pass --target PATH"
+        )
+    tgt = read_points(target_path).points
+    recorded = (metrics.get("landmarks") or {}).get("files")
+    pairs = None
+    if landmarks is not None or recorded:
+        paths = landmarks or tuple(Path(p) for p in recorded)
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise InputError(
+                f"landmarks {missing[0]} (from metrics.json) not found; pass --landmarks SRC_LM TGT_LM"
+            )
+        src_lm, tgt_lm = read_landmarks(paths, source.shape[1])
+        pairs = (Transform.load(folder / "transform.npz").apply(src_lm), tgt_lm)
+    title = f"{Path(metrics['source']).name} -> {target_path.name}"
+    return ResultView(source, tgt, source + displacement, pairs, title)
 
 
 @app.command("info")

@@ -107,16 +107,23 @@ def parse_stages(stages: str | None, cfg):
     return from_dict({"pipeline": {"stages": names}}, origin="--stages", base=cfg)
 
 
-def build_config(request: RunRequest):
-    """The :class:`~register.config.PipelineConfig` of ``request`` (preset, stages, overrides)."""
+def build_config(
+    pipeline: str = "default",
+    *,
+    stages: str | None = None,
+    weights: str | None = None,
+    overrides: tuple[str, ...] = (),
+    backend: str | None = None,
+):
+    """The checked :class:`~register.config.PipelineConfig`: preset, then stages, weights, overrides."""
     from register.config import load_config, with_overrides
 
-    cfg = parse_stages(request.stages, load_config(request.pipeline))
-    extra = list(request.overrides)
-    if request.weights is not None:
-        extra += [f'pipeline.weights="{request.weights}"', "pipeline.weights_optional=false"]
-    if request.backend is not None:
-        extra.append(f'pipeline.backend="{request.backend}"')
+    cfg = parse_stages(stages, load_config(pipeline))
+    extra = list(overrides)
+    if weights is not None:
+        extra += [f'pipeline.weights="{weights}"', "pipeline.weights_optional=false"]
+    if backend is not None:
+        extra.append(f'pipeline.backend="{backend}"')
     return with_overrides(cfg, extra) if extra else cfg
 
 
@@ -157,7 +164,10 @@ def prepare(request: RunRequest) -> Inputs:
     from register.io import read_points
     from register.pipeline import MIN_POINTS
 
-    cfg = build_config(request)
+    r = request
+    cfg = build_config(
+        r.pipeline, stages=r.stages, weights=r.weights, overrides=r.overrides, backend=r.backend
+    )
     src = read_points(request.source, min_points=MIN_POINTS)
     tgt = read_points(request.target, min_points=MIN_POINTS)
     pairs = read_landmarks(request.landmarks, src.points.shape[1]) if request.landmarks else None
