@@ -30,7 +30,7 @@ from test_cli import (
 )
 from test_cli import write_pair as write_cli_pair
 
-from register.batch import PairJob, check_complete, read_manifest
+from register.batch import PairJob, check_complete, read_manifest, run_pair
 from register.batch.driver import BatchOptions, plan, run_batch
 from register.batch.local import LocalRunner
 from register.batch.manifest import ManifestError
@@ -283,12 +283,13 @@ def test_scheduler_without_dask_says_how_to_install(cohort, monkeypatch):
 
 @pytest.fixture(scope="module")
 def batch_run(tmp_path_factory):
-    """``register batch`` over 3 pairs (one with landmarks, one unreadable), ``--workers 2``."""
+    """``register batch`` over 4 pairs (one with landmarks, one unreadable), ``--workers 2``."""
     root = tmp_path_factory.mktemp("cohort")
     rows = {
         "p1": write_pair(root / "a", landmarks=True),
         "p2": write_pair(root / "b"),
-        "broken": write_truncated(root / "c"),
+        "p3": write_pair(root / "c"),
+        "broken": write_truncated(root / "d"),
     }
     manifest = write_manifest(root / "cohort.csv", rows)
     outdir = root / "out"
@@ -302,9 +303,9 @@ def test_failing_pair_does_not_stop_the_batch(batch_run):
     assert result.exit_code == 3, (result.exit_code, stderr_of(result), result.exception)
     out = json.loads(result.stdout)
     assert out["status"] == "failed" and out["failed_ids"] == ["broken"]
-    assert (out["pairs"], out["ok"], out["failed"], out["ran"], out["skipped"]) == (3, 2, 1, 3, 0)
+    assert (out["pairs"], out["ok"], out["failed"], out["ran"], out["skipped"]) == (4, 3, 1, 4, 0)
     rows = summary(outdir)
-    assert [rows[k]["status"] for k in ("p1", "p2", "broken")] == ["ok", "ok", "failed"]
+    assert [rows[k]["status"] for k in ("p1", "p2", "p3", "broken")] == ["ok", "ok", "ok", "failed"]
     broken = rows["broken"]
     assert broken["error_kind"] == "input" and "src.ply" in broken["error"] and "truncated" in broken["error"]
     assert broken["attempt"] == 1, "bad input must not be retried"
@@ -316,7 +317,7 @@ def test_failing_pair_does_not_stop_the_batch(batch_run):
 def test_each_pair_folder_holds_a_single_run_result(batch_run, tmp_path):
     """OUTDIR/<id> is what 'register run' writes (same transform, same metrics) plus log, picture, status."""
     result, root, _, outdir, _ = batch_run
-    for pid in ("p1", "p2"):
+    for pid in ("p1", "p2", "p3"):
         assert set(os.listdir(outdir / pid)) == BATCH_FILES
     single = tmp_path / "single"
     args = ["run", root / "a/src.ply", root / "a/tgt.ply", "-o", single, "-q", "--seed", "0", *CHEAP]
@@ -350,18 +351,18 @@ def test_summary_has_status_times_counts_and_tre(batch_run):
     metrics = json.loads((outdir / "p1" / "metrics.json").read_text())
     assert p1["tre_after"] == metrics["landmarks"]["after"]["mean"]
     csv_lines = (outdir / "summary.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("id,status,action,") and len(csv_lines) == 4
-    assert csv_lines[3].startswith("broken,failed,ran,input,")
+    assert csv_lines[0].startswith("id,status,action,") and len(csv_lines) == 5
+    assert csv_lines[4].startswith("broken,failed,ran,input,")
 
 
 def test_complete_batch_reruns_nothing(batch_run):
     _, _, manifest, outdir, _ = batch_run
-    before = {pid: snapshot(outdir / pid) for pid in ("p1", "p2")}
+    before = {pid: snapshot(outdir / pid) for pid in ("p1", "p2", "p3")}
     result = invoke(batch_args(manifest, outdir, "--workers", "2", "--json", "--no-report"))
     assert result.exit_code == 3  # "broken" is still broken: tried again, failed again
     out = json.loads(result.stdout)
-    assert (out["skipped"], out["ran"], out["failed_ids"]) == (2, 1, ["broken"])
-    assert {pid: snapshot(outdir / pid) for pid in ("p1", "p2")} == before
+    assert (out["skipped"], out["ran"], out["failed_ids"]) == (3, 1, ["broken"])
+    assert {pid: snapshot(outdir / pid) for pid in ("p1", "p2", "p3")} == before
     assert summary(outdir)["p1"]["action"] == "skipped"
 
 
@@ -381,45 +382,51 @@ def simulate_crash(outdir: Path) -> None:
         fh.write(b"\x00" * 8)
 
 
-def test_resume_after_crash_recomputes_nothing_finished(tmp_path):
-    rows = {pid: write_pair(tmp_path / pid) for pid in ("p1", "p2", "p3")}
-    manifest = write_manifest(tmp_path / "m.csv", rows)
+def test_resume_after_crash_recomputes_nothing_finished(batch_run, tmp_path):
+    _, _, manifest, done, _ = batch_run
     outdir = tmp_path / "out"
-    first = invoke(batch_args(manifest, outdir, "--workers", "2", "--no-images", "--no-report", "-q"))
-    assert first.exit_code == 0, stderr_of(first)
-    reference = {pid: snapshot(outdir / pid) for pid in rows}
+    shutil.copytree(done, outdir)
+    reference = snapshot(outdir / "p1")
     simulate_crash(outdir)
-    jobs = plan(read_manifest(manifest), outdir, BatchOptions(overrides=OVERRIDES, images=False))
-    assert check_complete(jobs[0]) == (json.loads((outdir / "p1" / "status.json").read_text())["record"], "")
-    assert check_complete(jobs[1])[1] == "not run yet"
-    assert "checksum differs" in check_complete(jobs[2])[1]
+    jobs = {j.id: j for j in plan(read_manifest(manifest), outdir, BatchOptions(overrides=OVERRIDES))}
+    assert check_complete(jobs["p1"]) == (
+        json.loads((outdir / "p1" / "status.json").read_text())["record"],
+        "",
+    )
+    assert check_complete(jobs["p2"])[1] == "not run yet"
+    assert "checksum differs" in check_complete(jobs["p3"])[1]
 
-    again = invoke(batch_args(manifest, outdir, "--workers", "2", "--no-images", "--no-report", "--json"))
-    assert again.exit_code == 0, stderr_of(again)
+    again = invoke(batch_args(manifest, outdir, "--workers", "2", "--no-report", "--json"))
+    assert again.exit_code == 3, stderr_of(again)  # "broken" fails again
     out = json.loads(again.stdout)
-    assert (out["skipped"], out["ran"]) == (1, 2)
-    assert snapshot(outdir / "p1") == reference["p1"], "a finished pair was recomputed or touched"
+    assert (out["skipped"], out["ran"], out["ok"]) == (1, 3, 3)
+    assert snapshot(outdir / "p1") == reference, "a finished pair was recomputed or touched"
     for pid in ("p2", "p3"):
-        assert set(os.listdir(outdir / pid)) == BATCH_FILES - {"qa.png"}
-        assert_same_result(outdir / pid, outdir / "p1")  # identical inputs: identical results
+        assert set(os.listdir(outdir / pid)) == BATCH_FILES
+        assert_same_result(outdir / pid, done / pid)
     assert hidden(outdir) == []
-    assert {r["action"] for r in summary(outdir).values()} == {"skipped", "ran"}
+    assert {pid: r["action"] for pid, r in summary(outdir).items()} == {
+        "p1": "skipped",
+        "p2": "ran",
+        "p3": "ran",
+        "broken": "ran",
+    }
 
 
-def test_changed_input_is_redone(tmp_path):
+def test_changed_input_or_setting_is_redone(tmp_path):
     rows = {"p1": write_pair(tmp_path / "a")}
     manifest = write_manifest(tmp_path / "m.csv", rows)
-    jobs = plan(read_manifest(manifest), tmp_path / "out", BatchOptions(overrides=OVERRIDES, images=False))
-    with LocalRunner(1, threads=1) as runner:
-        run_batch(jobs, tmp_path / "out", runner)
-    assert check_complete(jobs[0])[1] == ""
-    write_points(tmp_path / "a" / "tgt.ply", PointCloud(deform(surface(280, 5))))
-    record, reason = check_complete(jobs[0])
-    assert record is None and "changed" in reason
-    other_seed = plan(
-        read_manifest(manifest), tmp_path / "out", BatchOptions(overrides=OVERRIDES, images=False, seed=1)
+    (job,) = plan(read_manifest(manifest), tmp_path, BatchOptions(overrides=OVERRIDES, images=False))
+    assert run_pair(job)["status"] == "ok"
+    assert check_complete(job)[1] == ""
+    assert "changed" in check_complete(replace(job, seed=1))[1]
+    assert "changed" in check_complete(replace(job, overrides=()))[1]
+    assert check_complete(replace(job, threads=1, attempt=2))[1] == "", (
+        "threads and attempts are not settings"
     )
-    assert "changed" in check_complete(other_seed[0])[1]
+    write_points(tmp_path / "a" / "tgt.ply", PointCloud(deform(surface(280, 5))))
+    record, reason = check_complete(job)
+    assert record is None and "changed" in reason
 
 
 @pytest.mark.slow
@@ -454,9 +461,9 @@ def test_kill_9_mid_batch_then_resume(tmp_path):
 
 
 class DyingJob(PairJob):
-    """A pair whose worker process is killed (as the out-of-memory killer would) mid-pair."""
+    """A pair whose worker process is killed (as the out-of-memory killer would) as it starts."""
 
-    def request(self):
+    def __setstate__(self, state):  # runs in the worker, when the job arrives
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -479,6 +486,7 @@ def test_dead_worker_fails_its_pair_only_and_is_retried(tmp_path):
     assert ("retry", "dies") in events and info["counts"]["failed"] == 1
     assert set(os.listdir(outdir / "dies")) == FAILED_FILES
     assert "SIGKILL" in (outdir / "dies" / "register.log").read_text()
+    assert (outdir / "p1" / "status.json").is_file()
     assert hidden(outdir) == []
 
 
@@ -495,8 +503,8 @@ def test_dask_local_cluster_matches_local_workers(batch_run, tmp_path):
         result = invoke(batch_args(manifest, dask_out, "--scheduler", cluster.scheduler_address, "--json"))
     assert result.exit_code == 3, stderr_of(result)
     out = json.loads(result.stdout)
-    assert (out["ok"], out["failed_ids"]) == (2, ["broken"])
-    for pid in ("p1", "p2"):
+    assert (out["ok"], out["failed_ids"]) == (3, ["broken"])
+    for pid in ("p1", "p2", "p3"):
         assert_same_result(outdir / pid, dask_out / pid)
         assert set(os.listdir(dask_out / pid)) == BATCH_FILES
     assert summary(dask_out)["broken"]["error"] == summary(outdir)["broken"]["error"]
