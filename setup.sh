@@ -24,6 +24,7 @@ fi
 python -m pip install -q --upgrade pip
 # The CPU build of PyTorch first: a bare "torch" requirement would pull a multi-GB CUDA build.
 python -c "import torch" 2>/dev/null || python -m pip install -q torch==2.13.0
+# [test] includes [distributed] (Dask), so the LocalCluster test of `register batch` runs too.
 python -m pip install -q -e ".[test]"
 
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}

@@ -49,7 +49,7 @@ th.sorted::after{content:" \\25BE"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.failed{background:#fde2e2} tr.pending{background:#f1f1f1;color:#777}
 td.error{color:#a00;max-width:40em;white-space:pre-wrap;font-family:monospace;font-size:12px}
-img{width:480px;display:block}
+img{width:420px;display:block}
 .meta{color:#555}
 """
 
@@ -107,9 +107,9 @@ def _image_cell(outdir: Path, row: dict, embed: bool, base: Path) -> str:
     return f'<td><a href="{rel}"><img src="{src}" alt="{alt}" loading="lazy"></a></td>'
 
 
-def _row_html(outdir: Path, row: dict, embed: bool, base: Path) -> str:
+def _row_html(outdir: Path, row: dict, columns, embed: bool, base: Path) -> str:
     cells = []
-    for key, _, kind in COLUMNS:
+    for key, _, kind in columns:
         value = row.get(key)
         shown = html.escape(_fmt(value, kind))
         sort_value = html.escape("" if value is None else str(value), quote=True)
@@ -145,12 +145,14 @@ def render_report(outdir: Path, *, embed: bool = False, base: Path | None = None
             "'register batch'"
         )
     rows = sorted(collect(outdir), key=_sort_key)
+    # Columns nobody has a value for (TRE without landmarks) are left out.
+    columns = [c for c in COLUMNS if c[2] == "text" or any(r.get(c[0]) is not None for r in rows)]
     tally = {status: sum(r["status"] == status for r in rows) for status in ("ok", "failed", "pending")}
     head = "".join(
         f'<th data-kind="{kind}" onclick="sortBy(this)" title="click to sort">{html.escape(label)}</th>'
-        for _, label, kind in COLUMNS
+        for _, label, kind in columns
     )
-    body = "\n".join(_row_html(outdir, row, embed, base or outdir) for row in rows)
+    body = "\n".join(_row_html(outdir, row, columns, embed, base or outdir) for row in rows)
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     title = f"register batch: {outdir.resolve().name}"
     meta = (
