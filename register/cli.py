@@ -450,22 +450,10 @@ def batch(
     """
     _setup_logging(False, quiet or json_out)
     try:
-        rows, info = _batch(
-            manifest,
-            output,
-            workers,
-            scheduler,
-            retries,
-            pipeline,
-            weights,
-            seed,
-            images,
-            threads,
-            device,
-            stages,
-            tuple(set_ or ()),
-            quiet or json_out,
-        )
+        from register.batch import BatchOptions
+
+        options = BatchOptions(pipeline, weights, seed, device, tuple(set_ or ()), stages, images, retries)
+        rows, info = _batch(manifest, output, options, workers, scheduler, threads, quiet or json_out)
         report_path = None
         if report:
             from register.report import write_report
@@ -497,36 +485,21 @@ def batch(
         raise typer.Exit(EXIT_PAIRS_FAILED)
 
 
-def _batch(
-    manifest,
-    output,
-    workers,
-    scheduler,
-    retries,
-    pipeline,
-    weights,
-    seed,
-    images,
-    threads,
-    device,
-    stages,
-    overrides,
-    quiet,
-):
-    from register.batch import BatchOptions, check_outdir, plan, read_manifest, run_batch
+def _batch(manifest, output, options, workers, scheduler, threads, quiet):
+    from register.batch import check_outdir, plan, read_manifest, run_batch
     from register.run import build_config
 
     if scheduler is not None and workers is not None:
         raise InputError(
             "--workers and --scheduler: choose one (on a Dask cluster the workers run the pairs)"
         )
+    device = options.device
     if device != "auto" and device != "cpu" and not device.startswith("cuda"):
         raise InputError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
     pairs = read_manifest(manifest)
-    options = BatchOptions(pipeline, weights, seed, device, overrides, stages, images, retries)
     # Every configuration a pair will use is checked now, before any work.
-    for name in sorted({p.pipeline or pipeline for p in pairs}):
-        build_config(name, stages=stages, weights=weights, overrides=overrides)
+    for name in sorted({p.pipeline or options.pipeline for p in pairs}):
+        build_config(name, stages=options.stages, weights=options.weights, overrides=options.overrides)
     check_outdir(output)
     jobs = plan(pairs, output, options)
     if scheduler is not None:
@@ -538,9 +511,7 @@ def _batch(
 
         runner = LocalRunner(workers or 1, threads)
     with runner, _batch_progress(len(jobs), quiet) as on_event:
-        return run_batch(
-            jobs, output, runner, retries=retries, manifest=manifest, options=options, on_event=on_event
-        )
+        return run_batch(jobs, output, runner, options, manifest=manifest, on_event=on_event)
 
 
 def _batch_progress(total: int, quiet: bool):

@@ -281,17 +281,22 @@ def test_scheduler_without_dask_says_how_to_install(cohort, monkeypatch):
 # ------------------------------------------------------------------------- 2. one batch with a failing pair
 
 
-@pytest.fixture(scope="module")
-def batch_run(tmp_path_factory):
-    """``register batch`` over 4 pairs (one with landmarks, one unreadable), ``--workers 2``."""
-    root = tmp_path_factory.mktemp("cohort")
+def write_cohort(root: Path) -> Path:
+    """4 pairs: p1 (with landmarks), p2, p3, and "broken" (unreadable source); the manifest."""
     rows = {
         "p1": write_pair(root / "a", landmarks=True),
         "p2": write_pair(root / "b"),
         "p3": write_pair(root / "c"),
         "broken": write_truncated(root / "d"),
     }
-    manifest = write_manifest(root / "cohort.csv", rows)
+    return write_manifest(root / "cohort.csv", rows)
+
+
+@pytest.fixture(scope="module")
+def batch_run(tmp_path_factory):
+    """``register batch`` over :func:`write_cohort`, ``--workers 2``."""
+    root = tmp_path_factory.mktemp("cohort")
+    manifest = write_cohort(root)
     outdir = root / "out"
     t0 = time.perf_counter()
     result = invoke(batch_args(manifest, outdir, "--workers", "2", "--retries", "2", "--json"))
@@ -475,8 +480,9 @@ def test_dead_worker_fails_its_pair_only_and_is_retried(tmp_path):
     jobs[1] = DyingJob(**jobs[1].__dict__)
     events = []
     with LocalRunner(2, threads=1) as runner:
+        options = BatchOptions(retries=1)
         table, info = run_batch(
-            jobs, outdir, runner, retries=1, on_event=lambda e, j, r: events.append((e, j.id))
+            jobs, outdir, runner, options, on_event=lambda e, j, r: events.append((e, j.id))
         )
     rows = {r["id"]: r for r in table}
     assert rows["p1"]["status"] == "ok"

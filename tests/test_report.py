@@ -1,8 +1,8 @@
 """``register report`` and ``register show``: the HTML page over a batch and the 3-D result view.
 
 The batch here runs in this process (an in-process runner around the real per-pair job), so
-the file needs no worker processes: two tiny pairs that succeed, one whose file is unreadable,
-and one that never ran (pending).
+the file needs no worker processes: the cohort of ``test_batch`` (tiny pairs), one of which
+has an unreadable file, and one of which is made to look as if it never ran (pending).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
-from test_batch import OVERRIDES, write_manifest, write_pair, write_truncated
+from test_batch import OVERRIDES, write_cohort
 from test_cli import assert_input_error, invoke, stderr_of
 
 from register.batch import BatchOptions, plan, read_manifest, run_batch, run_pair
@@ -27,7 +27,9 @@ from register.report import write_report
 Image = pytest.importorskip("PIL.Image")
 
 IMG = re.compile(r'<img src="([^"]+)"')
-ROW = re.compile(r'<tr class="(\w+)" data-rank="\d"><td class="text" data-v="\w+">\w+</td><td class="text" data-v="([^"]*)"')
+ROW = re.compile(
+    r'<tr class="(\w+)" data-rank="\d"><td class="text" data-v="\w+">\w+</td><td class="text" data-v="([^"]*)"'
+)
 
 
 class InProcessRunner:
@@ -53,19 +55,13 @@ class InProcessRunner:
 @pytest.fixture(scope="module")
 def batch_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cohort")
-    rows = {
-        "good": write_pair(root / "a", landmarks=True),
-        "plain": write_pair(root / "b"),
-        "broken": write_truncated(root / "c"),
-        "later": write_pair(root / "e"),
-    }
-    manifest = write_manifest(root / "cohort.csv", rows)
+    manifest = write_cohort(root)
     outdir = root / "out"
     jobs = plan(read_manifest(manifest), outdir, BatchOptions(overrides=OVERRIDES))
     run_batch(jobs, outdir, InProcessRunner(), manifest=manifest)
-    # "later" never ran: as if the batch was stopped before it.
-    (outdir / "later" / "status.json").unlink()
-    status = json.loads((outdir / "plain" / "status.json").read_text())
+    # p3 never ran: as if the batch was stopped before it.
+    (outdir / "p3" / "status.json").unlink()
+    status = json.loads((outdir / "p2" / "status.json").read_text())
     if status["status"] != "ok" and "rendering failed" in (status["record"]["error"] or ""):
         pytest.skip(f"off-screen rendering is not possible here: {status['record']['error']}")
     return outdir
@@ -94,8 +90,8 @@ def test_report_lists_every_pair_failures_first(batch_dir):
     page = path.read_text()
     rows = ROW.findall(page)
     assert [status for status, _ in rows] == ["failed", "pending", "ok", "ok"]
-    assert [pid for _, pid in rows][:2] == ["broken", "later"]
-    assert {pid for _, pid in rows} == {"good", "plain", "broken", "later"}
+    assert [pid for _, pid in rows][:2] == ["broken", "p3"]
+    assert {pid for _, pid in rows} == {"p1", "p2", "p3", "broken"}
     assert "truncated" in page  # the failure's message is shown
     assert "4 pairs: 2 ok, 1 failed, 1 pending" in page
 
@@ -158,26 +154,26 @@ def test_report_of_a_folder_that_is_not_a_batch(tmp_path):
 def test_show_renders_a_result_with_landmarks(batch_dir, tmp_path):
     from register.cli import _result_view
 
-    view = _result_view(batch_dir / "good", None, None)
+    view = _result_view(batch_dir / "p1", None, None)
     assert view.landmarks is not None and view.landmarks[0].shape == (20, 3)
-    metrics = json.loads((batch_dir / "good" / "metrics.json").read_text())
+    metrics = json.loads((batch_dir / "p1" / "metrics.json").read_text())
     errors = np.linalg.norm(view.landmarks[0] - view.landmarks[1], axis=1)
     np.testing.assert_allclose(errors, metrics["landmarks"]["per_landmark_after"], rtol=1e-9)
-    assert _result_view(batch_dir / "plain", None, None).landmarks is None
+    assert _result_view(batch_dir / "p2", None, None).landmarks is None
 
-    shot = tmp_path / "good.png"
-    result = invoke(["show", batch_dir / "good", "--screenshot", shot])
+    shot = tmp_path / "p1.png"
+    result = invoke(["show", batch_dir / "p1", "--screenshot", shot])
     assert result.exit_code == 0, stderr_of(result)
     assert_not_blank(shot.read_bytes())
-    assert_input_error(invoke(["show", batch_dir / "good", "--screenshot", shot]), "--overwrite")
+    assert_input_error(invoke(["show", batch_dir / "p1", "--screenshot", shot]), "--overwrite")
 
 
 def test_show_names_a_moved_target_and_a_non_result(batch_dir, tmp_path):
-    metrics = json.loads((batch_dir / "plain" / "metrics.json").read_text())
-    moved = tmp_path / "plain"
+    metrics = json.loads((batch_dir / "p2" / "metrics.json").read_text())
+    moved = tmp_path / "p2"
     moved.mkdir()
     for name in ("field.npz", "transform.npz"):
-        (moved / name).write_bytes((batch_dir / "plain" / name).read_bytes())
+        (moved / name).write_bytes((batch_dir / "p2" / name).read_bytes())
     (moved / "metrics.json").write_text(json.dumps({**metrics, "target": str(tmp_path / "gone.ply")}))
     assert_input_error(invoke(["show", moved, "--screenshot", tmp_path / "x.png"]), "gone.ply", "--target")
     result = invoke(["show", moved, "--target", metrics["target"], "--screenshot", tmp_path / "x.png"])

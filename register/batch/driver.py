@@ -143,10 +143,9 @@ def run_batch(
     jobs: list[PairJob],
     outdir: Path,
     runner,
-    *,
-    retries: int = 0,
-    manifest: Path | None = None,
     options: BatchOptions | None = None,
+    *,
+    manifest: Path | None = None,
     on_event: Callable[[str, PairJob, dict | None], None] | None = None,
 ) -> tuple[list[dict], dict]:
     """Run every pair of ``jobs`` that is not complete; returns the summary rows and batch info.
@@ -156,8 +155,9 @@ def run_batch(
         outdir: the batch's output folder (created if needed).
         runner: :class:`~register.batch.local.LocalRunner` or
             :class:`~register.batch.dask_runner.DaskRunner` (closed by the caller).
-        retries: re-runs of a pair that failed for a reason other than bad input.
-        manifest, options: recorded in ``batch.json`` and ``summary.json``.
+        options: the options the jobs were planned with (recorded in ``batch.json`` and
+            ``summary.json``); its ``retries`` are used here.
+        manifest: recorded in ``batch.json`` and ``summary.json``.
         on_event: called as ``on_event(event, job, record)`` with event ``skipped`` (complete
             from an earlier run), ``started``, ``retry`` (failed, submitted again) or ``done``.
 
@@ -166,6 +166,7 @@ def run_batch(
         ``summary.json`` (runner, times, counts).
     """
     outdir = Path(outdir)
+    retries = options.retries if options else 0
     notify = on_event or (lambda event, job, record: None)
     outdir.mkdir(exist_ok=True)
     t0, started = time.perf_counter(), _now()
