@@ -657,50 +657,15 @@ def show_command(
                 raise InputError(
                     f"--screenshot {screenshot}: file exists; choose another name or pass --overwrite"
                 )
-        view = _result_view(result, target, landmarks)
+        from register.outputs import read_result
+        from register.viz import ResultView
+
+        view = ResultView(**read_result(result, target=target, landmarks=landmarks))
         show_result(view, screenshot=screenshot)
     except InputError as exc:
         raise _fail(str(exc)) from None
     if screenshot is not None:
         _console().print(f"wrote {screenshot}", highlight=False, soft_wrap=True)
-
-
-def _result_view(folder: Path, target: Path | None, landmarks: tuple[Path, Path] | None):
-    """The :class:`register.viz.ResultView` of a result folder (files named by its metrics.json)."""
-    import numpy as np
-
-    from register.core.transforms import Transform
-    from register.io import read_points
-    from register.run import read_landmarks
-    from register.viz import ResultView
-
-    for name in ("field.npz", "metrics.json", "transform.npz"):
-        if not (folder / name).is_file():
-            raise InputError(
-                f"{folder}: no {name}; give a result folder of 'register run' or 'register batch'"
-            )
-    metrics = json.loads((folder / "metrics.json").read_text())
-    with np.load(folder / "field.npz") as field:
-        source, displacement = field["points"], field["displacement"]
-    target_path = target or Path(metrics["target"])
-    if not target_path.is_file():
-        raise InputError(
-            f"{folder}: target file {target_path} (from metrics.json) not found; pass --target PATH"
-        )
-    tgt = read_points(target_path).points
-    recorded = (metrics.get("landmarks") or {}).get("files")
-    pairs = None
-    if landmarks is not None or recorded:
-        paths = landmarks or tuple(Path(p) for p in recorded)
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise InputError(
-                f"landmarks {missing[0]} (from metrics.json) not found; pass --landmarks SRC_LM TGT_LM"
-            )
-        src_lm, tgt_lm = read_landmarks(paths, source.shape[1])
-        pairs = (Transform.load(folder / "transform.npz").apply(src_lm), tgt_lm)
-    title = f"{Path(metrics['source']).name} -> {target_path.name}"
-    return ResultView(source, tgt, source + displacement, pairs, title)
 
 
 @app.command("info")

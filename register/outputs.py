@@ -11,7 +11,7 @@ Layout of ``OUTDIR``:
 
 Everything is written into a hidden temporary sibling folder which is renamed to
 ``OUTDIR`` only when complete; a failure removes it, so ``OUTDIR`` either holds a whole
-result or does not exist.
+result or does not exist. :func:`read_result` reads a folder back for viewing.
 """
 
 from __future__ import annotations
@@ -131,3 +131,60 @@ def write_result(
         if before_commit is not None:
             before_commit(tmp)
     return outdir / warped_name
+
+
+def read_result(
+    folder: Path, *, target: Path | None = None, landmarks: tuple[Path, Path] | None = None
+) -> dict:
+    """Read a result folder back for viewing (``register show``).
+
+    Args:
+        folder: written by :func:`write_result`.
+        target: the target points file, when the one named in ``metrics.json`` has moved.
+        landmarks: ``(source, target)`` landmark files, when not named in ``metrics.json``.
+
+    Returns:
+        ``source`` ``(N, D)``, ``target`` ``(M, D)``, ``warped`` ``(N, D)`` (data units),
+        ``landmarks`` (``(T(source landmarks), target landmarks)``, each ``(L, D)``, or ``None``)
+        and ``title``.
+
+    Raises:
+        InputError: not a result folder, or a file it names cannot be found (the message says
+            which option gives it).
+    """
+    from register.core.transforms import Transform
+    from register.io import read_points
+    from register.run import read_landmarks
+
+    folder = Path(folder)
+    for name in ("field.npz", "metrics.json", "transform.npz"):
+        if not (folder / name).is_file():
+            raise InputError(
+                f"{folder}: no {name}; give a result folder of 'register run' or 'register batch'"
+            )
+    metrics = json.loads((folder / "metrics.json").read_text())
+    with np.load(folder / "field.npz") as field:
+        source, displacement = field["points"], field["displacement"]
+    target_path = Path(target or metrics["target"])
+    if not target_path.is_file():
+        raise InputError(
+            f"{folder}: target file {target_path} (from metrics.json) not found; pass --target PATH"
+        )
+    pairs = None
+    recorded = (metrics.get("landmarks") or {}).get("files")
+    if landmarks is not None or recorded:
+        paths = tuple(Path(p) for p in (landmarks or recorded))
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise InputError(
+                f"{folder}: landmarks {missing[0]} (from metrics.json) not found; pass --landmarks SRC_LM TGT_LM"
+            )
+        src_lm, tgt_lm = read_landmarks(paths, source.shape[1])
+        pairs = (Transform.load(folder / "transform.npz").apply(src_lm), tgt_lm)
+    return {
+        "source": source,
+        "target": read_points(target_path).points,
+        "warped": source + displacement,
+        "landmarks": pairs,
+        "title": f"{Path(metrics['source']).name} -> {target_path.name}",
+    }

@@ -22,7 +22,9 @@ from test_batch import OVERRIDES, write_cohort
 from test_cli import assert_input_error, invoke, stderr_of
 
 from register.batch import BatchOptions, plan, read_manifest, run_batch, run_pair
+from register.outputs import read_result
 from register.report import write_report
+from register.viz import ResultView
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -152,14 +154,12 @@ def test_report_of_a_folder_that_is_not_a_batch(tmp_path):
 
 
 def test_show_renders_a_result_with_landmarks(batch_dir, tmp_path):
-    from register.cli import _result_view
-
-    view = _result_view(batch_dir / "p1", None, None)
+    view = ResultView(**read_result(batch_dir / "p1"))
     assert view.landmarks is not None and view.landmarks[0].shape == (20, 3)
     metrics = json.loads((batch_dir / "p1" / "metrics.json").read_text())
     errors = np.linalg.norm(view.landmarks[0] - view.landmarks[1], axis=1)
     np.testing.assert_allclose(errors, metrics["landmarks"]["per_landmark_after"], rtol=1e-9)
-    assert _result_view(batch_dir / "p2", None, None).landmarks is None
+    assert read_result(batch_dir / "p2")["landmarks"] is None
 
     shot = tmp_path / "p1.png"
     result = invoke(["show", batch_dir / "p1", "--screenshot", shot])

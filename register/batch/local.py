@@ -41,6 +41,8 @@ def _worker(conn: Connection, threads: int, parent: int) -> None:
     _die_with_parent()
     if os.getppid() != parent:  # the parent died before the death signal was armed
         os._exit(1)
+    # Ctrl-C reaches the whole process group: the batch handles it and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
