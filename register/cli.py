@@ -390,7 +390,7 @@ def batch(
         str | None,
         typer.Option(
             help="Run the pairs on this Dask cluster: tcp://HOST:8786 or a scheduler file (.json). "
-            "Needs pip install 'register[distributed]' and files at the same paths on the workers."
+            "Needs pip install 'register\\[distributed]' and files at the same paths on the workers."
         ),
     ] = None,
     retries: Annotated[
