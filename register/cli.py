@@ -565,40 +565,29 @@ def _print_batch_table(rows: list[dict], info: dict, report_path) -> None:
     def num(value, fmt="{:.3g}"):
         return "" if value is None else fmt.format(value)
 
+    def change(row, key):
+        before, after = row[f"{key}_before"], row[f"{key}_after"]
+        return "" if after is None else f"{num(before)} -> {num(after)}"
+
     counts = info["counts"]
     table = Table(
         title=f"register batch: {counts['ok']} ok, {counts['failed']} failed, {counts['pending']} pending "
         f"({counts['skipped']} complete from an earlier run) in {info['wall_seconds']:.1f} s",
         title_justify="left",
     )
-    for name in (
-        "pair",
-        "status",
-        "seconds",
-        "points",
-        "chamfer before -> after",
-        "TRE before -> after",
-        "error",
-    ):
+    landmarks = any(r["tre_after"] is not None for r in rows)
+    columns = ["pair", "status", "seconds", "points", "chamfer before -> after"]
+    columns += ["TRE before -> after"] if landmarks else []
+    for name in [*columns, "error"]:
         table.add_column(name, overflow="fold")
     for r in rows:
         status = {"ok": "[green]ok[/green]", "failed": "[red]failed[/red]"}.get(r["status"], r["status"])
         if r["action"] == "skipped":
             status += " (earlier)"
         points = "" if r["source_points"] is None else f"{r['source_points']:,} -> {r['target_points']:,}"
-        chamfer = (
-            "" if r["chamfer_after"] is None else f"{num(r['chamfer_before'])} -> {num(r['chamfer_after'])}"
-        )
-        tre = "" if r["tre_after"] is None else f"{num(r['tre_before'])} -> {num(r['tre_after'])}"
-        table.add_row(
-            escape(r["id"]),
-            status,
-            num(r["seconds"], "{:.1f}"),
-            points,
-            chamfer,
-            tre,
-            escape(r["error"] or ""),
-        )
+        cells = [escape(r["id"]), status, num(r["seconds"], "{:.1f}"), points, change(r, "chamfer")]
+        cells += [change(r, "tre")] if landmarks else []
+        table.add_row(*cells, escape(r["error"] or ""))
     console = _console()
     console.print(table)
     if report_path:

@@ -34,17 +34,15 @@ COLUMNS = (
     ("tre_after_p95", "TRE p95 after", "num"),
     ("chamfer_before", "chamfer before", "num"),
     ("chamfer_after", "chamfer after", "num"),
-    ("source_points", "source points", "num"),
-    ("target_points", "target points", "num"),
-    ("seconds", "registration s", "num"),
-    ("wall_seconds", "pair s", "num"),
+    ("source_points", "points (source \u2192 target)", "num"),
+    ("seconds", "seconds (pair)", "num"),
 )
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;font-size:14px}
 th,td{border:1px solid #ccc;padding:4px 8px;vertical-align:top}
-th{background:#eee;cursor:pointer;position:sticky;top:0;white-space:nowrap}
+th{background:#eee;cursor:pointer;position:sticky;top:0;max-width:7em}
 th.sorted::after{content:" \\25BE"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.failed{background:#fde2e2} tr.pending{background:#f1f1f1;color:#777}
@@ -73,9 +71,15 @@ function sortBy(th){
 """
 
 
-def _fmt(value, kind: str) -> str:
+def _fmt(row: dict, key: str, kind: str) -> str:
+    """The text of one cell (the sort value is the raw ``row[key]``)."""
+    value = row.get(key)
     if value is None or value == "":
         return ""
+    if key == "source_points":
+        return f"{value:,} \u2192 {row.get('target_points') or 0:,}"
+    if key == "seconds" and row.get("wall_seconds") is not None:
+        return f"{value:.1f} ({row['wall_seconds']:.1f})"
     if kind == "num" and isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else str(value)
     return str(value)
@@ -111,7 +115,7 @@ def _row_html(outdir: Path, row: dict, columns, embed: bool, base: Path) -> str:
     cells = []
     for key, _, kind in columns:
         value = row.get(key)
-        shown = html.escape(_fmt(value, kind))
+        shown = html.escape(_fmt(row, key, kind))
         sort_value = html.escape("" if value is None else str(value), quote=True)
         cells.append(f'<td class="{kind}" data-v="{sort_value}">{shown}</td>')
     cells.append(_image_cell(outdir, row, embed, base))
@@ -158,7 +162,8 @@ def render_report(outdir: Path, *, embed: bool = False, base: Path | None = None
     meta = (
         f"{len(rows)} pairs: {tally['ok']} ok, {tally['failed']} failed, {tally['pending']} pending. "
         f"Manifest {html.escape(str(batch.get('manifest')))}; ran on {html.escape(str(batch.get('runner')))}; "
-        f"report made {now}. TRE and chamfer distances in data units (mm for CT), lower is better. "
+        f"report made {now}. TRE and chamfer distances in data units (mm for CT), lower is better; "
+        "seconds of the registration (and of the whole pair: reading, writing, picture). "
         "Pictures: target grey; left, source red (before); right, warped source coloured by "
         "displacement (after). Click a column header to sort; failures stay on top."
     )
