@@ -499,10 +499,18 @@ def test_dead_worker_fails_its_pair_only_and_is_retried(tmp_path):
 # ------------------------------------------------------------------------- 5. Dask gives the same results
 
 
-def test_dask_local_cluster_matches_local_workers(batch_run, tmp_path):
+def test_dask_local_cluster_matches_local_workers(batch_run, tmp_path, monkeypatch):
     distributed = pytest.importorskip("distributed")
+    import dask
+
     _, _, manifest, outdir, _ = batch_run
     dask_out = tmp_path / "dask_out"
+    # Dask's nannies set OMP_NUM_THREADS=1 (and more) in this process's environment: restore it
+    # afterwards, so later tests' subprocesses keep their thread counts.
+    for key in dask.config.get("distributed.nanny.pre-spawn-environ", {}):
+        monkeypatch.setenv(key, os.environ.get(key, ""))  # remembers the original (or its absence)
+        if not os.environ[key]:
+            monkeypatch.delenv(key)
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
