@@ -8,7 +8,7 @@
 # DATA: the shared data folder (default ../shared/data); WORK: a folder outside the repository
 # for the converted clouds and the results (default /tmp/register_dirlab_batch; must not hold
 # an earlier 'out'). Prints the times; WORK/out.resume.json keeps them with the checks;
-# WORK/out/report.html is the visual QA page. Takes ~30+ minutes of both cores.
+# WORK/out/report.html is the visual QA page. Takes tens of minutes of both cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
