@@ -17,6 +17,16 @@ if ! ldconfig -p 2>/dev/null | grep -q libusb-1.0; then
   fi
 fi
 
+# Off-screen rendering (QA pictures, `register batch` images) uses EGL with Mesa's software
+# rasteriser: Debian/Ubuntu packages libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri.
+if ! ldconfig -p 2>/dev/null | grep -q libEGL_mesa; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri) >/dev/null
+  else
+    echo "setup.sh: for off-screen pictures install libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri" >&2
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
@@ -24,6 +34,7 @@ fi
 python -m pip install -q --upgrade pip
 # The CPU build of PyTorch first: a bare "torch" requirement would pull a multi-GB CUDA build.
 python -c "import torch" 2>/dev/null || python -m pip install -q torch==2.13.0
+# [test] includes [distributed] (Dask), so the LocalCluster test of `register batch` runs too.
 python -m pip install -q -e ".[test]"
 
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +17,9 @@ import typer
 from register.errors import InputError
 
 EXIT_INPUT = 2
-COMMANDS = ("run", "warp", "eval", "info")
+EXIT_PAIRS_FAILED = 3
+EXIT_INTERRUPTED = 130
+COMMANDS = ("run", "warp", "eval", "info", "batch", "show", "report")
 ADVANCED = "Advanced"
 
 app = typer.Typer(
@@ -33,6 +34,8 @@ app = typer.Typer(
         "Examples:\n\n"
         "  register data_samples/lung_source.ply data_samples/lung_target.ply -p lung --weights radius -o out\n\n"
         "  register warp out/transform.npz landmarks.csv -o landmarks_warped.csv\n\n"
+        "  register batch cohort.csv -o cohort_out --workers 2 -p lung\n\n"
+        "  register report cohort_out\n\n"
         "  register info"
     ),
 )
@@ -61,41 +64,6 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     if quiet:
         level = logging.ERROR
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=_console())])
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in (
-        "register",
-        "numpy",
-        "scipy",
-        "torch",
-        "pykeops",
-        "geomloss",
-        "open3d-cpu",
-        "open3d",
-        "pyvista",
-        "vtk",
-        "typer",
-        "rich",
-    ):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def _parse_stages(stages: str | None, cfg):
-    """``cfg`` with ``pipeline.stages`` from a comma-separated ``--stages`` value (checked)."""
-    from register.config import from_dict
-
-    if stages is None:
-        return cfg
-    names = [s.strip() for s in stages.split(",") if s.strip()]
-    return from_dict({"pipeline": {"stages": names}}, origin="--stages", base=cfg)
 
 
 @app.command("run")
@@ -202,10 +170,8 @@ def _run(
     backend,
     landmarks,
 ) -> dict:
-    from register.config import load_config, with_overrides
-    from register.io import read_points
     from register.outputs import check_output_dir, write_result
-    from register.pipeline import MIN_POINTS
+    from register.run import RunRequest, prepare
 
     outdir = output or Path(f"{source.stem}_to_{target.stem}")
     check_output_dir(outdir, overwrite)
@@ -216,35 +182,14 @@ def _run(
             raise InputError(
                 f"--screenshot {screenshot}: file exists; choose another name or pass --overwrite"
             )
-    cfg = load_config(pipeline)
-    cfg = _parse_stages(stages, cfg)
-    extra = list(overrides)
-    if weights is not None:
-        extra += [f'pipeline.weights="{weights}"', "pipeline.weights_optional=false"]
-    if backend is not None:
-        extra.append(f'pipeline.backend="{backend}"')
-    if extra:
-        cfg = with_overrides(cfg, extra)
-    src = read_points(source, min_points=MIN_POINTS)
-    tgt = read_points(target, min_points=MIN_POINTS)
-    pairs = _read_landmarks(landmarks, src.points.shape[1]) if landmarks else None
-
-    t0 = time.perf_counter()
-    result = _register_with_progress(src, tgt, cfg, device, seed, quiet)
-    seconds = time.perf_counter() - t0
-    metrics = {
-        **result.metrics,
-        "source": str(source),
-        "target": str(target),
-        "pipeline": pipeline,
-        "total_seconds": seconds,
-        "stages": result.stages,
-        "versions": _versions(),
-    }
-    if pairs is not None:
-        metrics["landmarks"] = _landmark_errors(result.transform, *pairs)
+    request = RunRequest(
+        source, target, pipeline, stages, weights, device, seed, tuple(overrides), backend, landmarks
+    )
+    inputs = prepare(request)
+    result, metrics = _register_with_progress(inputs, quiet)
     from register.viz import render
 
+    src, tgt = inputs.source, inputs.target
     title = f"{source.name} -> {target.name}"
     if screenshot is not None:
         # Rendered before the results are written: a rendering error leaves no output folder.
@@ -256,7 +201,10 @@ def _run(
             screenshot.unlink(missing_ok=True)
         raise
     if show:
-        render(src.points, tgt.points, result.warped, show=True, title=title)
+        from register.viz import ResultView, show_result
+
+        view = ResultView.from_result(src.points, tgt.points, result, inputs.landmarks, title=title)
+        show_result(view)
     summary = {
         "status": "ok",
         "output": str(outdir),
@@ -267,7 +215,7 @@ def _run(
         "target_points": metrics["target_points"],
         "chamfer_before": metrics["chamfer_before"],
         "chamfer_after": metrics["chamfer_after"],
-        "seconds": seconds,
+        "seconds": metrics["total_seconds"],
         "stage_seconds": metrics["stage_seconds"],
         "device": metrics["device"],
         "backend": metrics["backend"],
@@ -278,13 +226,13 @@ def _run(
     return summary
 
 
-def _register_with_progress(src, tgt, cfg, device, seed, quiet):
+def _register_with_progress(inputs, quiet):
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from register.pipeline import register
+    from register.run import execute
 
     if quiet:
-        return register(src, tgt, cfg, device=device, seed=seed)
+        return execute(inputs)
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -302,7 +250,7 @@ def _register_with_progress(src, tgt, cfg, device, seed, quiet):
             else:
                 progress.update(tasks[name], completed=1)
 
-        return register(src, tgt, cfg, device=device, seed=seed, on_stage=on_stage)
+        return execute(inputs, on_stage=on_stage)
 
 
 def _print_summary(summary: dict) -> None:
@@ -330,36 +278,6 @@ def _print_summary(summary: dict) -> None:
     _console().print(table)
 
 
-def _read_landmarks(paths: tuple[Path, Path], dim: int):
-    """Source and target landmark arrays ``(L, D)``, rows in correspondence."""
-    from register.io import read_points
-
-    src_lm, tgt_lm = (read_points(p).points for p in paths)
-    if src_lm.shape != tgt_lm.shape:
-        raise InputError(
-            f"--landmarks {paths[0]} {paths[1]}: {len(src_lm)} and {len(tgt_lm)} rows "
-            f"({src_lm.shape[1]}-D and {tgt_lm.shape[1]}-D); rows must correspond one to one"
-        )
-    if src_lm.shape[1] != dim:
-        raise InputError(f"--landmarks {paths[0]}: {src_lm.shape[1]}-D landmarks for {dim}-D clouds")
-    return src_lm, tgt_lm
-
-
-def _landmark_errors(transform, src_lm, tgt_lm) -> dict:
-    """TRE before and after ``transform`` (data units, lower is better) and per landmark."""
-    import numpy as np
-
-    from register.metrics import tre
-
-    warped = transform.apply(src_lm)
-    return {
-        "count": len(src_lm),
-        "before": tre(src_lm, tgt_lm),
-        "after": tre(warped, tgt_lm),
-        "per_landmark_after": np.linalg.norm(warped - tgt_lm, axis=1).tolist(),
-    }
-
-
 @app.command("eval")
 def evaluate(
     transform: Annotated[Path, typer.Argument(help="transform.npz written by a registration.")],
@@ -377,13 +295,14 @@ def evaluate(
         from register.core.transforms import Transform
         from register.io import read_points
         from register.metrics import scene_flow
+        from register.run import landmark_errors, read_landmarks
 
         if landmarks is None and flow_gt is None:
             raise InputError("give --landmarks SRC_LM TGT_LM and/or --flow-gt FLOW --source SRC")
         tf = Transform.load(transform)
         out: dict = {"transform": str(transform)}
         if landmarks is not None:
-            out["landmarks"] = _landmark_errors(tf, *_read_landmarks(landmarks, tf.dim))
+            out["landmarks"] = landmark_errors(tf, *read_landmarks(landmarks, tf.dim))
         if flow_gt is not None:
             if source is None:
                 raise InputError("--flow-gt needs --source (the points the flow rows belong to)")
@@ -450,6 +369,295 @@ def warp(
         _console().print(f"wrote {output} ({len(moved):,} points)")
 
 
+@app.command("batch")
+def batch(
+    manifest: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV (header row) or JSON lines (.jsonl): id, source, target, and optionally "
+            "source_landmarks, target_landmarks, pipeline, weights. Relative paths start at the manifest's folder."
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", help="Batch folder: OUTDIR/<id>/ per pair, summary.csv/json, report.html."
+        ),
+    ],
+    workers: Annotated[
+        int | None, typer.Option(help="Pairs run side by side in local processes (default 1).", min=1)
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the pairs on this Dask cluster: tcp://HOST:8786 or a scheduler file (.json). "
+            "Needs pip install 'register\\[distributed]' and files at the same paths on the workers."
+        ),
+    ] = None,
+    retries: Annotated[
+        int,
+        typer.Option(
+            help="Re-run a pair this many times after an unexpected failure (not bad input).", min=0
+        ),
+    ] = 0,
+    pipeline: Annotated[
+        str, typer.Option("-p", "--pipeline", help="Preset or TOML for pairs without a 'pipeline' cell.")
+    ] = "default",
+    weights: Annotated[
+        str | None, typer.Option(help="Point attribute used as mass, for pairs without a 'weights' cell.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every pair (same seed, same results, any runner).")] = 0,
+    images: Annotated[
+        bool, typer.Option(help="Render OUTDIR/<id>/qa.png (before / after) off-screen for every pair.")
+    ] = True,
+    report: Annotated[bool, typer.Option(help="Write OUTDIR/report.html at the end.")] = True,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress and no table.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+    ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Torch threads per pair (default: cores // workers locally, 1 on a Dask cluster).",
+            min=1,
+            rich_help_panel=ADVANCED,
+        ),
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="auto, cpu, cuda or cuda:N, for every pair.", rich_help_panel=ADVANCED)
+    ] = "auto",
+    stages: Annotated[
+        str | None, typer.Option(help="Stages to run, e.g. affine,spline.", rich_help_panel=ADVANCED)
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a config key of every pair: TABLE.KEY=VALUE.", rich_help_panel=ADVANCED
+        ),
+    ] = None,
+) -> None:
+    """Register every pair of a manifest; resumable, in parallel, on one machine or a Dask cluster.
+
+    Each pair writes OUTDIR/<id>/ (what 'register run' writes, plus register.log, qa.png and
+    status.json). Running the same command again skips the complete pairs and redoes the
+    failed and interrupted ones. Exit code 0: every pair succeeded; 3: some failed (see
+    summary.csv); 2: bad manifest or option (nothing ran).
+
+    Examples:
+
+      register batch cohort.csv -o cohort_out --workers 2 -p lung
+
+      register batch cohort.csv -o cohort_out --scheduler tcp://10.0.0.5:8786 --json
+    """
+    _setup_logging(False, quiet or json_out)
+    try:
+        from register.batch import BatchOptions
+
+        options = BatchOptions(pipeline, weights, seed, device, tuple(set_ or ()), stages, images, retries)
+        rows, info = _batch(manifest, output, options, workers, scheduler, threads, quiet or json_out)
+        report_path = None
+        if report:
+            from register.report import write_report
+
+            report_path = write_report(output)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        _console().print(f"interrupted; run the same command again to finish the batch in {output}")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    failed = [r for r in rows if r["status"] != "ok"]
+    if json_out:
+        from register.outputs import json_safe
+
+        summary = {
+            "status": "failed" if failed else "ok",
+            "output": str(output),
+            "summary_csv": str(output / "summary.csv"),
+            "summary_json": str(output / "summary.json"),
+            "report": str(report_path) if report_path else None,
+            **info["counts"],
+            "wall_seconds": info["wall_seconds"],
+            "failed_ids": [r["id"] for r in failed],
+        }
+        typer.echo(json.dumps(json_safe(summary), indent=2))
+    elif not quiet:
+        _print_batch_table(rows, info, report_path)
+    if failed:
+        raise typer.Exit(EXIT_PAIRS_FAILED)
+
+
+def _batch(manifest, output, options, workers, scheduler, threads, quiet):
+    from register.batch import check_outdir, plan, read_manifest, run_batch
+    from register.run import build_config
+
+    if scheduler is not None and workers is not None:
+        raise InputError(
+            "--workers and --scheduler: choose one (on a Dask cluster the workers run the pairs)"
+        )
+    device = options.device
+    if device != "auto" and device != "cpu" and not device.startswith("cuda"):
+        raise InputError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+    pairs = read_manifest(manifest)
+    # Every configuration a pair will use is checked now, before any work.
+    for name in sorted({p.pipeline or options.pipeline for p in pairs}):
+        build_config(name, stages=options.stages, weights=options.weights, overrides=options.overrides)
+    check_outdir(output)
+    jobs = plan(pairs, output, options)
+    if scheduler is not None:
+        from register.batch.dask_runner import DaskRunner
+
+        runner = DaskRunner(scheduler, threads)
+    else:
+        from register.batch.local import LocalRunner
+
+        runner = LocalRunner(workers or 1, threads)
+    with runner, _batch_progress(len(jobs), quiet) as on_event:
+        return run_batch(jobs, output, runner, options, manifest=manifest, on_event=on_event)
+
+
+def _batch_progress(total: int, quiet: bool):
+    """Context manager yielding the ``on_event`` callback of :func:`run_batch` (a progress bar)."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if quiet:
+        return contextlib.nullcontext(None)
+    progress = Progress(
+        TextColumn("pairs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=_console(),
+    )
+
+    @contextlib.contextmanager
+    def running():
+        with progress:
+            task = progress.add_task("", total=total)
+            running_ids: list[str] = []
+
+            def on_event(event: str, job, record) -> None:
+                if event == "started":
+                    running_ids.append(job.id)
+                elif event in ("done", "retry"):
+                    running_ids.remove(job.id)
+                if event in ("done", "skipped"):
+                    progress.advance(task)
+                if event == "done" and record["status"] != "ok":
+                    progress.console.print(f"[red]{job.id} failed:[/red] {record['error']}", highlight=False)
+                if event == "retry":
+                    progress.console.print(
+                        f"{job.id}: attempt {job.attempt} failed, retrying", highlight=False
+                    )
+                shown = ", ".join(running_ids[:4]) + (" ..." if len(running_ids) > 4 else "")
+                progress.update(task, description=f"running {shown}" if running_ids else "")
+
+            yield on_event
+
+    return running()
+
+
+def _print_batch_table(rows: list[dict], info: dict, report_path) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    def num(value, fmt="{:.3g}"):
+        return "" if value is None else fmt.format(value)
+
+    def change(row, key):
+        before, after = row[f"{key}_before"], row[f"{key}_after"]
+        return "" if after is None else f"{num(before)} -> {num(after)}"
+
+    counts = info["counts"]
+    table = Table(
+        title=f"register batch: {counts['ok']} ok, {counts['failed']} failed, {counts['pending']} pending "
+        f"({counts['skipped']} complete from an earlier run) in {info['wall_seconds']:.1f} s",
+        title_justify="left",
+    )
+    landmarks = any(r["tre_after"] is not None for r in rows)
+    columns = ["pair", "status", "seconds", "points", "chamfer before -> after"]
+    columns += ["TRE before -> after"] if landmarks else []
+    for name in [*columns, "error"]:
+        table.add_column(name, overflow="fold")
+    for r in rows:
+        status = {"ok": "[green]ok[/green]", "failed": "[red]failed[/red]"}.get(r["status"], r["status"])
+        if r["action"] == "skipped":
+            status += " (earlier)"
+        points = "" if r["source_points"] is None else f"{r['source_points']:,} -> {r['target_points']:,}"
+        cells = [escape(r["id"]), status, num(r["seconds"], "{:.1f}"), points, change(r, "chamfer")]
+        cells += [change(r, "tre")] if landmarks else []
+        table.add_row(*cells, escape(r["error"] or ""))
+    console = _console()
+    console.print(table)
+    if report_path:
+        console.print(f"report: {report_path}", highlight=False, soft_wrap=True)
+
+
+@app.command("report")
+def report_command(
+    outdir: Annotated[Path, typer.Argument(help="Output folder of 'register batch'.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="HTML file to write (default OUTDIR/report.html).")
+    ] = None,
+    embed: Annotated[
+        bool, typer.Option(help="Embed the pictures in the page (one movable file) instead of linking them.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Write an HTML page over a batch: one row per pair, pictures and errors; failures first.
+
+    The page is self-contained (inline style and script, no network) and opens from disk.
+    """
+    try:
+        from register.report import write_report
+
+        path = write_report(outdir, output, embed=embed, overwrite=overwrite)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    _console().print(f"wrote {path}", highlight=False, soft_wrap=True)
+
+
+@app.command("show")
+def show_command(
+    result: Annotated[
+        Path, typer.Argument(help="A result folder: OUTDIR/<id> of a batch, or -o of 'register run'.")
+    ],
+    target: Annotated[
+        Path | None, typer.Option(help="Target points, when the file recorded in metrics.json has moved.")
+    ] = None,
+    landmarks: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option(help="SRC_LM TGT_LM, when not recorded in metrics.json (or moved)."),
+    ] = None,
+    screenshot: Annotated[
+        Path | None, typer.Option(help="Render the view off-screen to this PNG instead of opening a window.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the --screenshot file if it exists.")] = False,
+) -> None:
+    """Reopen a result in 3-D: source, target and warped source (toggle each), displacement as colour, landmark errors as lines."""
+    try:
+        from register.viz import show_result
+
+        if screenshot is not None:
+            if screenshot.suffix.lower() != ".png":
+                raise InputError(f"--screenshot {screenshot}: must be a .png file")
+            if screenshot.exists() and not overwrite:
+                raise InputError(
+                    f"--screenshot {screenshot}: file exists; choose another name or pass --overwrite"
+                )
+        from register.outputs import read_result
+        from register.viz import ResultView
+
+        view = ResultView(**read_result(result, target=target, landmarks=landmarks))
+        show_result(view, screenshot=screenshot)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    if screenshot is not None:
+        _console().print(f"wrote {screenshot}", highlight=False, soft_wrap=True)
+
+
 @app.command("info")
 def info(
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
@@ -459,10 +667,11 @@ def info(
 
     from register.config import preset_names
     from register.io import SUPPORTED_EXTENSIONS
+    from register.run import versions
 
     cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     data = {
-        "versions": _versions(),
+        "versions": versions(),
         "devices": {"cpu_threads": torch.get_num_threads(), "cuda": cuda},
         "backends": {
             "dense": "torch tensorised reductions (CPU and CUDA)",

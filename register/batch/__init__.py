@@ -1,0 +1,32 @@
+"""Batch registration of many pairs from a manifest, on local processes or a Dask cluster.
+
+Modules, one purpose each:
+
+* :mod:`~register.batch.manifest`: read and check the manifest (CSV or JSON lines);
+* :mod:`~register.batch.job`: one pair, a pure function ``run_pair(job) -> record`` writing
+  ``OUTDIR/<id>/``, and the completion check of a pair folder;
+* :mod:`~register.batch.local` / :mod:`~register.batch.dask_runner`: where pairs run;
+* :mod:`~register.batch.driver`: skip, run, retry, summarise;
+* :mod:`~register.batch.summary`: ``summary.csv`` / ``summary.json``.
+
+Importing this package imports neither torch nor Dask.
+"""
+
+from register.batch.driver import BatchOptions, check_outdir, plan, run_batch
+from register.batch.job import PairJob, check_complete, run_pair
+from register.batch.manifest import ManifestError, PairSpec, read_manifest
+from register.batch.summary import collect
+
+__all__ = [
+    "BatchOptions",
+    "ManifestError",
+    "PairJob",
+    "PairSpec",
+    "check_complete",
+    "check_outdir",
+    "collect",
+    "plan",
+    "read_manifest",
+    "run_batch",
+    "run_pair",
+]

@@ -1,0 +1,211 @@
+"""One registration from files: read and check the inputs, register, measure.
+
+The code path shared by ``register run SRC TGT`` and by every pair of ``register batch``, so
+both write the same result for the same request:
+
+    request = RunRequest(Path("src.ply"), Path("tgt.ply"), pipeline="lung")
+    inputs = prepare(request)            # every input check; raises InputError, nothing written
+    result, metrics = execute(inputs)    # the registration and its metrics.json content
+
+Writing the result folder is :func:`register.outputs.write_result`'s job.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from register.errors import InputError
+
+VERSIONED_PACKAGES = (
+    "register",
+    "numpy",
+    "scipy",
+    "torch",
+    "pykeops",
+    "geomloss",
+    "open3d-cpu",
+    "open3d",
+    "pyvista",
+    "vtk",
+    "typer",
+    "rich",
+)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything one registration needs, as a user gives it.
+
+    Attributes:
+        source, target: point files (source is moved onto target; same length unit).
+        pipeline: preset name or TOML path.
+        stages: comma-separated stages (``"affine,spline"``), or ``None`` for the pipeline's.
+        weights: point attribute used as per-point mass, or ``None`` for the pipeline's choice.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        seed: seed of every random subsample.
+        overrides: ``TABLE.KEY=VALUE`` config overrides.
+        backend: kernel backend, or ``None`` for the pipeline's.
+        landmarks: ``(source_landmarks, target_landmarks)`` files, rows in correspondence.
+    """
+
+    source: Path
+    target: Path
+    pipeline: str = "default"
+    stages: str | None = None
+    weights: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    overrides: tuple[str, ...] = ()
+    backend: str | None = None
+    landmarks: tuple[Path, Path] | None = None
+
+
+@dataclass
+class Inputs:
+    """A checked request: the configuration and the clouds, read.
+
+    Attributes:
+        request: what was asked.
+        config: the :class:`~register.config.PipelineConfig` to run.
+        source, target: the clouds (:class:`~register.core.pointcloud.PointCloud`).
+        landmarks: ``(L, D)`` source and target landmark arrays, or ``None``.
+    """
+
+    request: RunRequest
+    config: object
+    source: object
+    target: object
+    landmarks: tuple[np.ndarray, np.ndarray] | None
+
+
+def versions() -> dict[str, str]:
+    """Python and the installed versions of the packages ``register`` uses."""
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in VERSIONED_PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def parse_stages(stages: str | None, cfg):
+    """``cfg`` with ``pipeline.stages`` from a comma-separated ``--stages`` value (checked)."""
+    from register.config import from_dict
+
+    if stages is None:
+        return cfg
+    names = [s.strip() for s in stages.split(",") if s.strip()]
+    return from_dict({"pipeline": {"stages": names}}, origin="--stages", base=cfg)
+
+
+def build_config(
+    pipeline: str = "default",
+    *,
+    stages: str | None = None,
+    weights: str | None = None,
+    overrides: tuple[str, ...] = (),
+    backend: str | None = None,
+):
+    """The checked :class:`~register.config.PipelineConfig`: preset, then stages, weights, overrides."""
+    from register.config import load_config, with_overrides
+
+    cfg = parse_stages(stages, load_config(pipeline))
+    extra = list(overrides)
+    if weights is not None:
+        extra += [f'pipeline.weights="{weights}"', "pipeline.weights_optional=false"]
+    if backend is not None:
+        extra.append(f'pipeline.backend="{backend}"')
+    return with_overrides(cfg, extra) if extra else cfg
+
+
+def read_landmarks(paths: tuple[Path, Path], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source and target landmark arrays ``(L, D)``, rows in correspondence."""
+    from register.io import read_points
+
+    src_lm, tgt_lm = (read_points(p).points for p in paths)
+    if src_lm.shape != tgt_lm.shape:
+        raise InputError(
+            f"--landmarks {paths[0]} {paths[1]}: {len(src_lm)} and {len(tgt_lm)} rows "
+            f"({src_lm.shape[1]}-D and {tgt_lm.shape[1]}-D); rows must correspond one to one"
+        )
+    if src_lm.shape[1] != dim:
+        raise InputError(f"--landmarks {paths[0]}: {src_lm.shape[1]}-D landmarks for {dim}-D clouds")
+    return src_lm, tgt_lm
+
+
+def landmark_errors(transform, src_lm: np.ndarray, tgt_lm: np.ndarray) -> dict:
+    """TRE before and after ``transform`` (data units, lower is better) and per landmark."""
+    from register.metrics import tre
+
+    warped = transform.apply(src_lm)
+    return {
+        "count": len(src_lm),
+        "before": tre(src_lm, tgt_lm),
+        "after": tre(warped, tgt_lm),
+        "per_landmark_after": np.linalg.norm(warped - tgt_lm, axis=1).tolist(),
+    }
+
+
+def prepare(request: RunRequest) -> Inputs:
+    """Check ``request`` and read its files.
+
+    Raises:
+        InputError: a bad option, config value or file (the message names it).
+    """
+    from register.io import read_points
+    from register.pipeline import MIN_POINTS
+
+    r = request
+    cfg = build_config(
+        r.pipeline, stages=r.stages, weights=r.weights, overrides=r.overrides, backend=r.backend
+    )
+    src = read_points(request.source, min_points=MIN_POINTS)
+    tgt = read_points(request.target, min_points=MIN_POINTS)
+    pairs = read_landmarks(request.landmarks, src.points.shape[1]) if request.landmarks else None
+    return Inputs(request, cfg, src, tgt, pairs)
+
+
+def execute(inputs: Inputs, on_stage: Callable[[str, str], None] | None = None):
+    """Register the prepared clouds.
+
+    Args:
+        inputs: from :func:`prepare`.
+        on_stage: progress callback ``on_stage(name, "start" | "done")``.
+
+    Returns:
+        ``(result, metrics)``: the :class:`~register.pipeline.Result` and the content of
+        ``metrics.json`` (times in s, counts, chamfer before/after in data units, TRE when
+        landmarks are given, versions).
+    """
+    from register.pipeline import register
+
+    req = inputs.request
+    t0 = time.perf_counter()
+    result = register(
+        inputs.source, inputs.target, inputs.config, device=req.device, seed=req.seed, on_stage=on_stage
+    )
+    seconds = time.perf_counter() - t0
+    metrics = {
+        **result.metrics,
+        "source": str(req.source),
+        "target": str(req.target),
+        "pipeline": req.pipeline,
+        "total_seconds": seconds,
+        "stages": result.stages,
+        "versions": versions(),
+    }
+    if inputs.landmarks is not None:
+        metrics["landmarks"] = {
+            **landmark_errors(result.transform, *inputs.landmarks),
+            "files": [str(p) for p in req.landmarks],
+        }
+    return result, metrics
