@@ -22,8 +22,38 @@ NEGATIVE_SLOPE = 0.1  # LeakyReLU slope, as in PointPWC
 
 
 def act(x: torch.Tensor) -> torch.Tensor:
-    """The activation of every hidden layer (LeakyReLU, in place)."""
-    return nn.functional.leaky_relu_(x, NEGATIVE_SLOPE)
+    """The activation of every hidden layer (LeakyReLU).
+
+    Out of place: the output of a linear layer on a 3-D or 4-D tensor is a view, and an in-place
+    op on a view makes autograd copy its whole base in the backward pass (CopySlices).
+    """
+    return nn.functional.leaky_relu(x, NEGATIVE_SLOPE)
+
+
+class _MaxOverNeighbours(torch.autograd.Function):
+    """``amax`` over dim 2 with a lean backward: the gradient goes to the maximal entries.
+
+    ``torch.amax``'s backward shares the gradient among ties (``eq``, a bool -> float copy, a
+    count and a division over the whole ``(B, N, k, C)`` tensor); here a ``where`` routes it to
+    every maximal entry (ties, e.g. duplicate points, each get it whole). Forward and backward
+    together: 2x faster on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor) -> torch.Tensor:
+        out = h.amax(2)
+        ctx.save_for_backward(h, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        h, out = ctx.saved_tensors
+        return torch.where(h == out.unsqueeze(2), grad.unsqueeze(2), 0.0)
+
+
+def max_over_neighbours(h: torch.Tensor) -> torch.Tensor:
+    """``(B, N, k, C) -> (B, N, C)``: max pooling over the ``k`` neighbours."""
+    return _MaxOverNeighbours.apply(h)
 
 
 class PointConv(nn.Module):
@@ -55,9 +85,10 @@ class PointConv(nn.Module):
         if self.lin_f is not None:
             per_point = per_point + self.lin_f(f)
         per_query = nn.functional.linear(q / r, self.lin_p.weight, -self.lin_p.bias)  # W_p q_i / r - b
-        h = gather(per_point, nbr).sub_(per_query[:, :, None, :])  # (B, N, k, C)
+        # Out of place: an in-place op on the gathered view would make autograd copy it whole (CopySlices).
+        h = gather(per_point, nbr) - per_query[:, :, None, :]  # (B, N, k, C)
         h = act(self.hidden(act(h)))
-        return act(self.norm(self.out(h.amax(2))))  # amax: no argmax indices (9x faster than max)
+        return act(self.norm(self.out(max_over_neighbours(h))))
 
 
 class CostVolume(nn.Module):
@@ -90,8 +121,8 @@ class CostVolume(nn.Module):
         ``(B, M, C)``; nbr ``(B, N, k)`` into ``M``; r: radius. Returns ``(B, N, C)``."""
         per_source = self.lin_1(f1) - self.lin_p(p1w / r)  # (B, N, C)
         per_target = self.lin_2(f2) + self.lin_p(p2 / r)  # (B, M, C)
-        h = gather(per_target, nbr).add_(per_source[:, :, None, :])
-        return self.norm(act(self.hidden(act(h))).amax(2))
+        h = gather(per_target, nbr) + per_source[:, :, None, :]
+        return self.norm(max_over_neighbours(act(self.hidden(act(h)))))
 
 
 def interpolate(

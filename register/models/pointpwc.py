@@ -228,14 +228,15 @@ class FlowNet(nn.Module):
 def init_parameters(model: nn.Module, seed: int) -> None:
     """Seeded initialisation of every linear layer, without touching torch's global generator.
 
-    Weights: He-uniform for LeakyReLU(0.1), ``U(-b, b)`` with ``b = sqrt(6 / ((1 + 0.01) fan_in))``;
-    biases 0. The last layer of each flow head is scaled by 0.1 so that the untrained network
-    predicts small flows.
+    Weights: He-uniform for LeakyReLU(a), ``U(-b, b)`` with ``b = sqrt(6 / ((1 + a^2) fan_in))``;
+    biases 0. The last layer of each flow head starts at 0: the untrained network predicts no
+    motion (its error is the zero-flow baseline) and each level starts as the identity on the
+    upsampled flow.
     """
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     for module in model.modules():
         if isinstance(module, nn.Linear):
-            bound = math.sqrt(6.0 / ((1 + 0.1**2) * module.in_features))
+            bound = math.sqrt(6.0 / ((1 + NEGATIVE_SLOPE**2) * module.in_features))
             w = torch.empty(module.weight.shape).uniform_(-bound, bound, generator=gen)
             with torch.no_grad():
                 module.weight.copy_(w)
@@ -243,7 +244,7 @@ def init_parameters(model: nn.Module, seed: int) -> None:
                     module.bias.zero_()
     for head in getattr(model, "head", []):
         with torch.no_grad():
-            head[-1].weight.mul_(0.1)
+            head[-1].weight.zero_()
 
 
 def count_parameters(model: nn.Module) -> int:
