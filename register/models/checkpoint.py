@@ -79,8 +79,9 @@ def read_checkpoint(path: str | os.PathLike, option: str = "flow.model") -> dict
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types; all mean "not a checkpoint"
+        first = (str(exc).strip().splitlines() or [""])[0]
         raise InputError(
-            f"{option}: {path} is not a readable flow-model checkpoint ({type(exc).__name__}: {exc}); "
+            f"{option}: {path} is not a readable flow-model checkpoint ({type(exc).__name__}: {first}); "
             "pass a file written by `register train`"
         ) from None
     if not isinstance(payload, dict) or payload.get("kind") != KIND:

@@ -405,7 +405,7 @@ def train(
             "seconds": round(seconds, 1),
             "parameters": count_parameters(net),
             "command": command,
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),  # a TorchVersion object would not load with weights_only
             "validation": history[-1] if history else {},
             "validation_history": history,
         }
