@@ -232,7 +232,7 @@ def multiscale_loss(net: FlowNet, batch: Batch, weights: list[float]) -> tuple[t
         epe = (flow - gt).norm(dim=-1)
         level = (epe * valid).sum() / valid.sum().clamp(min=1.0)
         total = total + w * level
-        per_level.append(float(level))
+        per_level.append(float(level.detach()))
     return total, per_level
 
 
