@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from register.errors import InputError
-from register.models.checkpoint import FORMAT_VERSION, FlowModel, make_checkpoint, read_checkpoint, save_checkpoint
+from register.models.checkpoint import (
+    FORMAT_VERSION,
+    FlowModel,
+    make_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from register.models.knn import gather, knn
 from register.models.normalise import Normalisation
 from register.models.pointpwc import FlowNet, FlowNetConfig, count_parameters, init_parameters
@@ -161,7 +167,9 @@ def test_prediction_is_in_data_units():
     fx, fy = rng.uniform(0.001, 0.003, 300), rng.uniform(0.001, 0.003, 280)
     flow = model.predict(x, y, fx, fy)
     assert flow.shape == (300, 3) and flow.dtype == np.float64 and np.abs(flow).max() > 0
-    np.testing.assert_allclose(model.predict(1000 * x, 1000 * y, 1000 * fx, 1000 * fy), 1000 * flow, atol=1e-3)
+    np.testing.assert_allclose(
+        model.predict(1000 * x, 1000 * y, 1000 * fx, 1000 * fy), 1000 * flow, atol=1e-3
+    )
     np.testing.assert_allclose(model.predict(x + 50, y + 50, fx, fy), flow, atol=1e-5)
 
 
@@ -209,7 +217,9 @@ def test_registry_lists_and_loads_shipped_models(tmp_path):
     assert "flow.model" in str(info.value) and "register train" in str(info.value)
     model = flow_model()
     meta = {"preset": "lung", "steps": 12, "validation": {"epe": 1.5, "epe_zero": 6.0}}
-    save_checkpoint(tmp_path / "lung.pt", make_checkpoint(model.net, model.normalisation, "radius", 300, meta))
+    save_checkpoint(
+        tmp_path / "lung.pt", make_checkpoint(model.net, model.normalisation, "radius", 300, meta)
+    )
     (tmp_path / "lung.md").write_text("# lung\n")
     (info_,) = available_models(tmp_path)
     assert (info_.name, info_.preset, info_.steps, info_.validation["epe"]) == ("lung", "lung", 12, 1.5)
