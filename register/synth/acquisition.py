@@ -57,13 +57,14 @@ def _smooth_scalar(
 def observe(shape, n: int, acq: Acquisition, rng: np.random.Generator) -> Sampling:
     """``n`` points of one observation of ``shape`` (before deformation, noise and outliers).
 
-    Candidates (``2 n / (1 - crop)`` of them) are drawn from the shape; with probability
+    Candidates (``3 n / (1 - crop)`` of them: density ratios up to ~3 above and without limit below
+    the mean) are drawn from the shape; with probability
     ``crop_probability`` those beyond a plane of random direction cutting off a fraction
     ``U(0, crop)`` are removed; then ``n`` are kept, without replacement, with probabilities
     proportional to ``exp(a g(x))`` (``g`` from :func:`_smooth_scalar`, ``a ~ U(0, density)``)
     by the Gumbel top-k trick: keep the ``n`` largest ``a g(x) - log(-log U)``, ``U ~ U(0, 1)``.
     """
-    m = int(np.ceil(2 * n / (1.0 - acq.crop)))
+    m = int(np.ceil(3 * n / (1.0 - acq.crop)))
     cand = shape.sample(m, rng)
     keep = np.ones(m, dtype=bool)
     if rng.uniform() < acq.crop_probability:
