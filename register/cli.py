@@ -584,6 +584,7 @@ def train_command(
 
     table = Table(title=f"register train --preset {preset}", show_header=False, title_justify="left")
     table.add_row("model", str(result.out))
+    table.add_row("model card", str(result.out.with_suffix(".md")))
     table.add_row("steps", f"{result.steps} ({result.seconds / 60:.1f} min of training)")
     table.add_row("parameters", f"{result.parameters:,}")
     if result.validation:

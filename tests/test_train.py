@@ -104,6 +104,9 @@ def test_short_training_learns(trained):
     assert meta["steps"] == 30 and meta["preset"] == "lung" and meta["seed"] == 3
     assert meta["validation"] == last and first["step"] == 15
     assert "optimizer" not in str(read_checkpoint(out).keys())  # the final model is weights only
+    card = out.with_suffix(".md").read_text()
+    assert "| seed | 3 |" in card and "| steps | 30 (batch 2, 512 points per cloud) |" in card
+    assert f"{last['epe']:.4g} against {last['epe_zero']:.4g}" in card and "pair_seed(3, 0, i)" in card
 
 
 class Stop(Exception):
@@ -140,6 +143,9 @@ def test_training_refuses_to_clobber_and_checks_resume(tmp_path):
     with pytest.raises(InputError, match="--out .*exists.*--overwrite"):
         train(s, out)
     out.unlink()
+    with pytest.raises(InputError, match=r"m\.md exists"):  # the card too
+        train(s, out)
+    out.with_suffix(".md").unlink()
     with pytest.raises(InputError, match="--resume"):  # a state exists: resume or overwrite
         train(s, out)
     with pytest.raises(InputError, match="batch_size"):
@@ -283,6 +289,7 @@ def test_cli_train_writes_a_model_and_refuses_to_overwrite(tmp_path, monkeypatch
     assert out.is_file() and state_path(out).is_file()
     meta = read_checkpoint(out)["metadata"]
     assert meta["command"].startswith("register train --preset lung --steps 2 --out cli.pt --seed 0")
+    assert "`register train --preset lung --steps 2 --out cli.pt" in out.with_suffix(".md").read_text()
     assert "validation EPE" in result.stderr
     again = CliRunner().invoke(app, args, env={"COLUMNS": "100", "NO_COLOR": "1"})
     assert again.exit_code == 2 and "--overwrite" in again.stderr and "train" not in again.stdout

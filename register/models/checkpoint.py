@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from register.errors import InputError
+from register.io._common import atomic_write
 from register.models.normalise import Frame, Normalisation
 from register.models.pointpwc import FlowNet, FlowNetConfig
 
@@ -57,18 +57,7 @@ def make_checkpoint(
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     """``torch.save(payload)`` to ``path`` atomically (a crash leaves the previous file intact)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; use the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
 def read_checkpoint(path: str | os.PathLike, option: str = "flow.model") -> dict:

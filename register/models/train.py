@@ -20,7 +20,8 @@ pairs of the held-out stream with seed 0 on fresh shapes, the same for every run
 
 Files: the training state (network, optimiser, step, settings, metadata) is written to
 ``state_path(out)`` every ``checkpoint_every`` steps and on interruption; the final model
-(no optimiser) to ``out``. Both writes are atomic.
+(no optimiser) to ``out`` and its model card (:mod:`register.models.card`) next to it. Every
+write is atomic.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import numpy as np
 import torch
 
 from register.errors import InputError
+from register.io._common import atomic_write
+from register.models.card import card_path, model_card
 from register.models.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
 from register.models.normalise import Normalisation
 from register.models.pointpwc import FlowNet, FlowNetConfig, count_parameters, init_parameters
@@ -328,8 +331,9 @@ def _check_paths(settings: TrainSettings, out: Path, resume: bool, overwrite: bo
     state = state_path(out)
     if not out.parent.is_dir():
         raise InputError(f"--out {out}: folder {out.parent} does not exist; create it first")
-    if out.exists() and not overwrite:
-        raise InputError(f"--out {out}: file exists; choose another name or pass --overwrite")
+    for existing in (out, card_path(out)):
+        if existing.exists() and not overwrite:
+            raise InputError(f"--out {out}: {existing} exists; choose another name or pass --overwrite")
     if not resume:
         if state.exists() and not overwrite:
             raise InputError(
@@ -365,7 +369,8 @@ def train(
 
     Args:
         settings: the run's settings.
-        out: path of the final model (``.pt``); the training state goes to :func:`state_path`.
+        out: path of the final model (``.pt``); its card goes to ``out`` with ``.md``, the
+            training state to :func:`state_path`.
         resume: continue from the training state of an earlier run with the same settings
             (``steps`` may grow).
         overwrite: replace an existing ``out`` / training state.
@@ -461,4 +466,5 @@ def train(
         raise
     final = make_checkpoint(net, spec.normalisation, spec.feature, settings.points, metadata())
     save_checkpoint(out, final)
+    atomic_write(card_path(out), lambda tmp: tmp.write_text(model_card(final, out.stem), encoding="utf-8"))
     return TrainResult(out, step, seconds, history, count_parameters(net))
