@@ -15,7 +15,8 @@ Optimiser: Adam; learning rate cosine-annealed from ``lr`` to ``lr_final`` over 
 Determinism: the network is initialised from ``seed``; the pairs of step ``s`` are
 ``pair_seed(seed, TRAIN_STREAM, s * batch_size + b)`` built on shapes from a pool seeded by
 ``seed``; every random draw depends only on those seeds. So a run interrupted and resumed
-from its training state gives the same weights as an uninterrupted one. Validation uses
+from its training state gives the same weights as an uninterrupted one (bit for bit on the
+CPU; on CUDA the scatter-adds of the backward pass are not bitwise reproducible). Validation uses
 pairs of the held-out stream with seed 0 on fresh shapes, the same for every run.
 
 Files: the training state (network, optimiser, step, settings, metadata) is written to
