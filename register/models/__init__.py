@@ -9,6 +9,7 @@
 * :mod:`register.models.registry` - the models shipped in ``register/models/weights/`` and
   :func:`load_model` (a shipped name or a path).
 * :mod:`register.models.train` - supervised training on synthetic pairs.
+* :mod:`register.models.card` - the model card written next to every trained model.
 
 This package reads no user data and never prints; the CLI drives it.
 """
