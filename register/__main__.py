@@ -1,4 +1,4 @@
-"""``python -m register``: the command-line interface (same as the ``register`` command)."""
+"""``python -m register ...``: the same as the ``register`` command."""
 
 from register.cli import main
 

@@ -459,12 +459,7 @@ def info(
 
     from register.config import preset_names
     from register.io import SUPPORTED_EXTENSIONS
-    from register.models.registry import available_models
 
-    try:
-        models = [m.to_dict() for m in available_models()]
-    except InputError as exc:
-        raise _fail(str(exc)) from None
     cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     data = {
         "versions": _versions(),
@@ -477,7 +472,7 @@ def info(
         },
         "presets": preset_names(),
         "formats": list(SUPPORTED_EXTENSIONS),
-        "models": models,
+        "models": _flow_models(),
     }
     if json_out:
         typer.echo(json.dumps(data, indent=2))
@@ -493,13 +488,27 @@ def info(
         table.add_row(f"backend {k}", v)
     table.add_row("presets", ", ".join(data["presets"]))
     table.add_row("formats", " ".join(data["formats"]))
+    _flow_model_rows(table, data["models"])
+    _console().print(table)
+
+
+def _flow_models() -> list[dict]:
+    """The shipped flow models (``register info``)."""
+    from register.models.registry import available_models
+
+    try:
+        return [m.to_dict() for m in available_models()]
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _flow_model_rows(table, models: list[dict]) -> None:
     if not models:
         table.add_row("flow models", "none shipped with this version (train one: register train --help)")
     for m in models:
         val = m["validation"]
         err = f", validation EPE {val['epe']:.3g} (zero flow {val['epe_zero']:.3g})" if val else ""
         table.add_row(f"flow model {m['name']}", f"preset {m['preset']}, {m['steps']} steps{err}")
-    _console().print(table)
 
 
 @app.command("train")
