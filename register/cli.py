@@ -582,6 +582,8 @@ def train_command(
             f"register train --preset {preset} --steps {steps} --out {out.name} --seed {seed} "
             f"--batch-size {batch_size} --points {points}"
             + (f" --lr {lr}" if lr != 1e-3 else "")
+            # float sums may depend on the thread count: record it for bit-for-bit reproduction
+            + (f" --threads {threads}" if threads is not None else "")
             + (f" --validation-pairs {validation_pairs}" if validation_pairs != 8 else "")
         )
         result = _train_with_progress(settings, out, resume, overwrite, device, command, quiet)
