@@ -30,7 +30,8 @@ def clouds(n: int, m: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def tiny_net(seed: int = 0, cfg: FlowNetConfig = TINY, trained: bool = True) -> FlowNet:
-    """A tiny network; ``trained``: its flow heads get non-zero weights (they start at 0)."""
+    """A tiny network; ``trained``: its flow heads and soft-match gains get non-zero values
+    (they start at 0)."""
     net = FlowNet(cfg)
     init_parameters(net, seed)
     if trained:
@@ -38,6 +39,7 @@ def tiny_net(seed: int = 0, cfg: FlowNetConfig = TINY, trained: bool = True) -> 
         with torch.no_grad():
             for head in net.head:
                 head[-1].weight.copy_(0.1 * torch.randn(head[-1].weight.shape, generator=g))
+            net.gain.fill_(0.01)
     return net.eval()
 
 

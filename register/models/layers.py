@@ -94,10 +94,16 @@ class PointConv(nn.Module):
 class CostVolume(nn.Module):
     """Matching costs of each warped source point against its ``k`` nearest target points.
 
-    ``c_i = LN(max_{j in nbr(i)} act(W_h act(W_1 f1_i + W_2 f2_j + W_p (p2_j - p1w_i) / r + b)))``
-    with ``nbr(i)`` the ``k`` points of the target ``p2`` nearest the warped source point
-    ``p1w_i`` (PointPWC's point-to-patch cost; the patch-to-patch aggregation is done by the
-    flow estimator's point convolutions over source neighbourhoods).
+    With ``h_ij = act(W_h act(W_1 f1_i + W_2 f2_j + W_p (p2_j - p1w_i) / r + b))`` over the ``k``
+    points ``nbr(i)`` of the target ``p2`` nearest the warped source point ``p1w_i``:
+
+        c_i = LN(max_j h_ij)                                     (PointPWC's point-to-patch cost)
+        o_i = sum_j a_ij (p2_j - p1w_i),  a_ij = softmax_j(w_s . h_ij)      (soft-match offset)
+
+    ``o_i`` is where the learned match scores ``a_ij`` place the partner of ``p1w_i``: a
+    displacement the flow estimator can use directly (a pure translation is one). The
+    patch-to-patch aggregation is done by the estimator's point convolutions over source
+    neighbourhoods.
     """
 
     def __init__(self, channels: int, dim: int = 3) -> None:
@@ -106,6 +112,7 @@ class CostVolume(nn.Module):
         self.lin_2 = nn.Linear(channels, channels, bias=False)
         self.lin_p = nn.Linear(dim, channels, bias=False)
         self.hidden = nn.Linear(channels, channels)
+        self.score = nn.Linear(channels, 1)
         self.norm = nn.LayerNorm(channels)
 
     def forward(
@@ -118,11 +125,17 @@ class CostVolume(nn.Module):
         r: float,
     ) -> torch.Tensor:
         """Args: p1w ``(B, N, D)`` warped source; f1 ``(B, N, C)``; p2 ``(B, M, D)``; f2
-        ``(B, M, C)``; nbr ``(B, N, k)`` into ``M``; r: radius. Returns ``(B, N, C)``."""
+        ``(B, M, C)``; nbr ``(B, N, k)`` into ``M``; r: radius.
+
+        Returns:
+            ``c (B, N, C)`` and ``o (B, N, D)`` (model units).
+        """
         per_source = self.lin_1(f1) - self.lin_p(p1w / r)  # (B, N, C)
         per_target = self.lin_2(f2) + self.lin_p(p2 / r)  # (B, M, C)
-        h = gather(per_target, nbr) + per_source[:, :, None, :]
-        return self.norm(max_over_neighbours(act(self.hidden(act(h)))))
+        h = act(self.hidden(act(gather(per_target, nbr) + per_source[:, :, None, :])))  # (B, N, k, C)
+        a = torch.softmax(self.score(h)[..., 0], dim=-1)  # (B, N, k)
+        offset = (a[..., None] * (gather(p2, nbr) - p1w[:, :, None, :])).sum(2)
+        return self.norm(max_over_neighbours(h)), offset
 
 
 def interpolate(

@@ -11,13 +11,16 @@ flow ``F (N, 3)`` such that ``p1 + F`` lies on the target:
 2. **Coarse to fine**, from ``l = L-1`` to 0: the flow ``F_{l+1}`` and the estimator features
    of the coarser level are interpolated onto the level's points (3-NN inverse distance),
    the source points are warped, ``p1w = p1_l + up(F_{l+1})``, a cost volume compares each
-   warped point with its nearest target points
-   (:class:`~register.models.layers.CostVolume`), and the level's flow estimator (two point
+   warped point with its nearest target points and proposes a soft-match offset, averaged over
+   source neighbourhoods into ``o_l`` (:class:`~register.models.layers.CostVolume`), and the
+   level's flow estimator (two point
    convolutions over source neighbourhoods, then a point-wise head) predicts a residual:
 
-       F_l = up(F_{l+1}) + head(conv(conv([f1_l, cost_l, up(F_{l+1}) / r_l, up(g_{l+1})])))
+       g_l = conv(conv([f1_l, cost_l, o_l / r_l, up(F_{l+1}) / r_l, up(g_{l+1})]))
+       F_l = up(F_{l+1}) + gamma_l o_l + head(g_l)
 
-   with ``F_L = 0``.
+   with ``F_L = 0`` and ``gamma_l`` a learned gain per level (0 at initialisation, like the
+   heads: the untrained network predicts no motion).
 
 Every level's flow is returned (finest first) for the multi-scale training loss.
 Hyper-parameters are a :class:`FlowNetConfig`, stored in checkpoints.
@@ -35,6 +38,8 @@ from torch import nn
 from register.models.knn import gather, knn
 from register.models.layers import NEGATIVE_SLOPE, CostVolume, PointConv, interpolate
 from register.models.sampling import grid_subsample
+
+GAIN_RATE = 30.0  # gamma_l = GAIN_RATE * theta_l (see FlowNet.__init__)
 
 
 @dataclass(frozen=True)
@@ -139,8 +144,11 @@ class FlowNet(nn.Module):
         self.cost = nn.ModuleList([CostVolume(c) for c in ch])
         coarser = [*est[1:], 0]  # upsampled estimator features from the level above (none at the top)
         self.estimate = nn.ModuleList(
-            [PointConv(2 * ch[i] + 3 + coarser[i], est[i]) for i in range(cfg.levels)]
+            [PointConv(2 * ch[i] + 6 + coarser[i], est[i]) for i in range(cfg.levels)]
         )
+        # gamma_l = GAIN_RATE * theta_l, theta_l = 0 at first: Adam moves every parameter by about
+        # its learning rate per step, so the rate lets gamma reach O(1) in tens of steps, not thousands.
+        self.gain = nn.Parameter(torch.zeros(cfg.levels))
         self.estimate2 = nn.ModuleList([PointConv(e, e) for e in est])
         self.head = nn.ModuleList(
             [
@@ -214,13 +222,16 @@ class FlowNet(nn.Module):
                 up_flow = interpolate(flow, coarse, s.points, nbr_up)
                 extra = [interpolate(feat, coarse, s.points, nbr_up)]
             warped = s.points + up_flow
-            cost = self.cost[level](
+            cost, offset = self.cost[level](
                 warped, s.features, t.points, t.features, knn(warped, t.points, cfg.k_cost), r
             )
-            x = torch.cat([s.features, cost, up_flow / r, *extra], dim=-1)
+            # Average the per-point soft matches over source neighbourhoods: independent samplings
+            # place partners only to within the point spacing; k neighbours cut that noise by sqrt(k).
+            offset = gather(offset, s.nbr).mean(2)
+            x = torch.cat([s.features, cost, offset / r, up_flow / r, *extra], dim=-1)
             feat = self.estimate[level](s.points, s.points, x, s.nbr, r)
             feat = self.estimate2[level](s.points, s.points, feat, s.nbr, r)
-            flow = up_flow + self.head[level](feat)
+            flow = up_flow + GAIN_RATE * self.gain[level] * offset + self.head[level](feat)
             flows[level] = flow
         return FlowOutput(flows, [lv.index for lv in src])
 
