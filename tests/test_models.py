@@ -87,6 +87,26 @@ def test_grid_subsample_exact_count_even_spread_and_order_free():
         grid_subsample(g, 513)
 
 
+def test_cost_volume_soft_match_offset():
+    """The offset is a convex combination of the neighbours' offsets: with one neighbour and a
+    target that is the source shifted by less than half the spacing, it is the shift exactly."""
+    from register.models.layers import CostVolume
+
+    g = torch.stack(torch.meshgrid(*[torch.arange(5.0)] * 3, indexing="ij"), -1).view(1, -1, 3)
+    shift = torch.tensor([0.2, -0.1, 0.3])
+    cv = CostVolume(4)
+    init_parameters(cv, 0)
+    f = torch.rand(1, 125, 4, generator=torch.Generator().manual_seed(0))
+    target = g + shift
+    with torch.no_grad():
+        cost, offset = cv(g, f, target, f, knn(g, target, 1), 1.0)
+        assert cost.shape == (1, 125, 4)
+        torch.testing.assert_close(offset, shift.expand(1, 125, 3))
+        _, offset8 = cv(g, f, target, f, knn(g, target, 8), 1.0)
+    d = gather(target, knn(g, target, 8)) - g[:, :, None]  # (1, 125, 8, 3) candidate offsets
+    assert (offset8 >= d.amin(2) - 1e-6).all() and (offset8 <= d.amax(2) + 1e-6).all()
+
+
 # ------------------------------------------------------------------ network
 
 
