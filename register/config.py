@@ -52,13 +52,25 @@ class AffineConfig:
 
 @dataclass(frozen=True)
 class FlowConfig:
-    """Stage 2, deep point-flow prediction (network weights are not shipped yet).
+    """Stage 2, deep point-flow prediction, projected onto a smooth kernel field (stage 2.b).
 
     Attributes:
-        model: name of the shipped model to use.
+        model: a shipped model name (``register info`` lists them) or the path of a checkpoint
+            written by ``register train``.
+        sigma: Gaussian kernel width of the smooth field the network's flow is projected onto
+            (length unit): detail finer than this is left to the spline stage.
+        regularization: weight of the smoothness (RKHS norm) term of the projection, relative to
+            the data term (dimensionless; larger is smoother).
+        max_controls: at most this many control points carry the field.
+        points: points per cloud fed to the network (seeded subsample); 0 = as many as the
+            model was trained on.
     """
 
-    model: str = "lung"
+    model: str = "shapes"
+    sigma: float = 0.05
+    regularization: float = 1e-3
+    max_controls: int = 2000
+    points: int = 0
 
 
 @dataclass(frozen=True)
@@ -149,6 +161,7 @@ class PipelineConfig:
             self,
             pipeline=replace(self.pipeline, length_unit="data"),
             affine=replace(self.affine, blurs=scaled(self.affine.blurs), reach=scaled(self.affine.reach)),
+            flow=replace(self.flow, sigma=self.flow.sigma * scale),
             spline=replace(
                 self.spline,
                 sigmas=scaled(self.spline.sigmas),
@@ -235,11 +248,18 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
         )
     if not 0 < cfg.pipeline.scaling < 1:
         raise ConfigError(f"{origin}: pipeline.scaling = {cfg.pipeline.scaling}: must be in (0, 1)")
-    for table, key in (("pipeline", "tol"), ("spline", "regularization")):
+    for table, key in (
+        ("pipeline", "tol"),
+        ("spline", "regularization"),
+        ("flow", "sigma"),
+        ("flow", "regularization"),
+    ):
         if not getattr(getattr(cfg, table), key) > 0:
             raise ConfigError(f"{origin}: {table}.{key} must be > 0")
     if not cfg.spline.control_spacing >= 0:
         raise ConfigError(f"{origin}: spline.control_spacing = {cfg.spline.control_spacing}: must be >= 0")
+    if cfg.flow.points < 0:
+        raise ConfigError(f"{origin}: flow.points must be >= 0 (0: the model's training size)")
     for table, key in (
         ("pipeline", "max_iter"),
         ("affine", "iterations"),
@@ -247,6 +267,7 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
         ("spline", "iterations"),
         ("spline", "max_controls"),
         ("spline", "max_points"),
+        ("flow", "max_controls"),
     ):
         if getattr(getattr(cfg, table), key) < 1:
             raise ConfigError(f"{origin}: {table}.{key} must be >= 1")

@@ -1,6 +1,6 @@
 """``register(source, target, config) -> Result``: chains the stages.
 
-affine RobOT  ->  (flow network slot)  ->  spline RobOT
+affine RobOT  ->  flow network (projected onto a smooth field)  ->  spline RobOT
 
 Each stage sees the source as moved by the previous ones; the result is one
 :class:`~register.core.transforms.Composite` transform, source frame -> target frame,
@@ -25,7 +25,7 @@ from register.kernels.select import choose_backend
 from register.metrics import chamfer
 from register.stages.affine import affine_robot
 from register.stages.common import MatchSettings
-from register.stages.flow import flow_predict
+from register.stages.flow import check_inputs, flow_predict, load_flow_model
 from register.stages.spline import spline_robot
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,18 @@ def masses(cloud: PointCloud, name: str) -> np.ndarray:
         raise InputError(f"--weights {name}: {exc}") from None
 
 
+def _feature(cloud: PointCloud, name: str) -> np.ndarray | None:
+    """``(N,)`` point attribute ``name`` fed to the flow network, or ``None`` when absent."""
+    from register.io.weights import read_weights
+
+    if not name or name not in cloud.point_data:
+        return None
+    try:
+        return read_weights(cloud, name)
+    except InputError as exc:
+        raise InputError(f"--stages flow: the flow model reads the point attribute '{name}': {exc}") from None
+
+
 def _as_cloud(points, what: str) -> PointCloud:
     cloud = points if isinstance(points, PointCloud) else PointCloud(np.asarray(points), path=what)
     p = cloud.points
@@ -128,9 +140,11 @@ def register(
             "both clouds must have the same dimension"
         )
     device = resolve_device(device)
-    if "flow" in cfg.pipeline.stages:
-        flow_predict(cfg.flow)  # fails now, before any work, while no model is shipped
     x, y = src.points, tgt.points
+    flow_model = None
+    if "flow" in cfg.pipeline.stages:  # load and check now, before any work
+        flow_model = load_flow_model(cfg.flow, device)
+        check_inputs(flow_model, len(x), len(y), x.shape[1], cfg.flow)
     weights = cfg.pipeline.weights
     if weights and cfg.pipeline.weights_optional and not all(weights in c.point_data for c in (src, tgt)):
         log.warning("attribute '%s' missing from a cloud: uniform masses (the preset allows it)", weights)
@@ -177,7 +191,30 @@ def register(
                 }
             )
         elif name == "flow":
-            flow_predict(cfg.flow)
+            res = flow_predict(
+                current,
+                y,
+                a,
+                cfg.flow,
+                flow_model,
+                rng=rng,
+                source_feature=_feature(src, flow_model.feature),
+                target_feature=_feature(tgt, flow_model.feature),
+            )
+            steps.append(res.field)
+            current = res.field.apply(current)
+            stages.append(
+                {
+                    "name": name,
+                    "seconds": time.perf_counter() - t0,
+                    "network_seconds": res.network_seconds,
+                    "model": flow_model.name,
+                    "points": len(res.indices),
+                    "sigma": cfg.flow.sigma,
+                    "mean_flow": float(np.linalg.norm(res.flow, axis=1).mean()),
+                    "projection_residual": res.residual,
+                }
+            )
         elif name == "spline":
             res = spline_robot(current, y, a, b, cfg.spline, ms, rng=rng)
             steps.extend(res.fields)

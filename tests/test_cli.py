@@ -494,11 +494,12 @@ def test_failed_screenshot_leaves_no_result(pair, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("stages", ["flow", "affine,flow,spline"])
-def test_flow_stage_is_not_available(stages, pair, tmp_path):
+def test_flow_stage_without_a_model_is_a_clear_error(stages, pair, tmp_path):
     src, tgt = pair
-    result = invoke(["run", src, tgt, "-o", tmp_path / "out", "-q", "--stages", stages, *CHEAP])
-    err = assert_input_error(result, "--stages", "flow")
-    assert "not available" in err
+    args = ["run", src, tgt, "-o", tmp_path / "out", "-q", "--stages", stages, "--set", 'flow.model="nosuch"']
+    result = invoke([*args, *CHEAP])
+    err = assert_input_error(result, "--stages flow", "flow.model = 'nosuch'", "no such flow model")
+    assert "Shipped models:" in err and "register train" in err
     assert listing(tmp_path) == set()
 
 
@@ -514,6 +515,9 @@ def test_info_json():
     assert set(data["formats"]) == set(SUPPORTED_EXTENSIONS)
     assert {".ply", ".csv", ".npz", ".vtk"} <= set(data["formats"])
     assert data["devices"]["cpu_threads"] >= 1 and isinstance(data["devices"]["cuda"], list)
+    assert isinstance(data["models"], list)
+    for model in data["models"]:
+        assert {"name", "path", "card", "preset", "steps", "validation"} <= set(model)
 
 
 def test_info_table():

@@ -28,6 +28,10 @@ def test_every_preset_loads_and_round_trips():
         ({"pipeline": {"stages": ["warp"]}}, "unknown stage"),
         ({"pipeline": {"scaling": 1.5}}, "scaling"),
         ({"pipeline": {"multistart": True}}, "unknown key 'pipeline.multistart'"),
+        ({"flow": {"sigma": 0.0}}, "flow.sigma must be > 0"),
+        ({"flow": {"points": -1}}, "flow.points must be >= 0"),
+        ({"flow": {"max_controls": 0}}, "flow.max_controls must be >= 1"),
+        ({"flow": {"modle": "lung"}}, "unknown key 'flow.modle'"),
     ],
 )
 def test_bad_config_names_the_key(data, message):
@@ -41,6 +45,7 @@ def test_relative_lengths_resolve_to_data_units():
     )
     resolved = cfg.in_data_units(200.0)
     assert resolved.affine.blurs == [20.0] and resolved.affine.reach == [inf]
+    assert resolved.flow.sigma == pytest.approx(200.0 * cfg.flow.sigma)
     assert resolved.pipeline.length_unit == "data"
     assert load_config("lung").in_data_units(200.0) == load_config("lung")  # already in mm
 

@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import sys
 import types
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from register.metrics import nearest_distances
 from register.synth import (
+    HELD_OUT_STREAM,
+    KINDS,
+    RECIPES,
+    TRAIN_STREAM,
+    BlobShape,
+    CloudShape,
+    Motion,
+    SceneShape,
     breathing,
     build_vessel_tree,
     make_lung_pair,
+    make_shape,
     make_smooth_random_field,
+    make_training_pair,
+    pair_seed,
     random_affine,
     random_rotation,
     smooth_random_field,
     vessel_tree,
 )
+from register.synth.acquisition import Acquisition, observe
 from register.synth.vessels import MIN_RADIUS_MM, TRUNK_RADIUS_MM, lung_envelopes
 
 
@@ -245,3 +259,143 @@ def test_main_writes_files(tmp_path, monkeypatch):
         np.testing.assert_allclose(back.point_data["radius"], pair["target_radius"])
     readme = (out / "README.md").read_text()
     assert "--seed 1" in readme and "mm" in readme
+
+
+# ------------------------------------------------------------------ training pairs
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_training_pair_deterministic_per_seed_and_shaped(kind):
+    a = make_training_pair(kind, 5, 1500, target_points=1200)
+    b = make_training_pair(kind, 5, 1500, target_points=1200)
+    c = make_training_pair(kind, 6, 1500, target_points=1200)
+    assert a.source.shape == a.flow.shape == (1500, 3) and a.target.shape == (1200, 3)
+    assert a.valid.shape == (1500,) and a.valid.dtype == bool
+    for key in ("source", "target", "flow", "valid"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+    assert not np.allclose(a.source, c.source)
+    assert np.all(a.flow[~a.valid] == 0)
+    assert (a.source_feature is None) == (kind != "lung") == (a.target_feature is None)
+    # independent resampling: no shared points
+    assert not {tuple(p) for p in a.source} & {tuple(p) for p in a.target}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ground_truth_flow_moves_the_source_onto_the_target(kind):
+    """Without noise and outliers, ``x + flow`` sits on the deformed shape exactly as ``x`` sits on
+    the shape: its distance to a dense deformed sampling equals that of ``x`` to the same sampling
+    undeformed (a wrong flow would add its error to it)."""
+    shape = make_shape(kind, 3)
+    clean = replace(RECIPES[kind], acquisition=Acquisition())
+    pair = make_training_pair(kind, 3, 3000, shape=shape, recipe=clean)
+    assert pair.valid.all()
+    ref = shape.sample(20000, np.random.default_rng(9))
+    deformed = pair.motion(ref.points, ref.part)
+    intrinsic = nearest_distances(pair.source, ref.points).mean()
+    moved = nearest_distances(pair.source + pair.flow, deformed).mean()
+    before = nearest_distances(pair.source, deformed).mean()
+    assert abs(moved - intrinsic) < 0.1 * intrinsic, (moved, intrinsic)
+    if kind != "shapes":  # a blob's motion is mostly tangential: the distance to its surface barely changes
+        assert before > 1.5 * moved, (before, moved)
+
+
+def test_lung_pair_magnitudes_feature_and_outliers():
+    pair = make_training_pair("lung", 0, 4000)
+    mag = np.linalg.norm(pair.flow[pair.valid], axis=1)
+    assert 1.0 < mag.mean() < 40.0 and mag.max() < 80.0  # mm
+    assert (
+        pair.source_feature.min() >= MIN_RADIUS_MM * 0.89
+        and pair.source_feature.max() <= TRUNK_RADIUS_MM * 1.11
+    )
+    heavy = replace(RECIPES["lung"], acquisition=Acquisition(outliers=0.5))
+    outl = make_training_pair("lung", 0, 4000, recipe=heavy)
+    assert 0.0 < (~outl.valid).mean() <= 0.5
+
+
+def test_motion_components_compose_as_documented():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 100, (50, 3))
+    a, t = random_affine(1)
+    origin = x.mean(0)
+    shift = np.array([1.0, 2.0, 3.0])
+    motion = Motion((lambda p: np.broadcast_to(shift, p.shape),), matrix=a, translation=t, origin=origin)
+    np.testing.assert_allclose(motion(x), (x + shift - origin) @ a.T + origin + t)
+
+
+def test_scene_parts_move_rigidly():
+    only_parts = replace(
+        RECIPES["sceneflow"], affine_probability=0.0, global_probability=0.0, acquisition=Acquisition()
+    )
+    shape = SceneShape.random(4)
+    pair = make_training_pair("sceneflow", 4, 3000, shape=shape, recipe=only_parts)
+    assert pair.params["moving_parts"] > 0
+    sampling = shape.sample(400, np.random.default_rng(1))
+    moved = pair.motion(sampling.points, sampling.part)
+    for p in np.unique(sampling.part):
+        pts, mov = sampling.points[sampling.part == p], moved[sampling.part == p]
+        d0 = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+        d1 = np.linalg.norm(mov[:, None] - mov[None], axis=-1)
+        np.testing.assert_allclose(d1, d0, atol=1e-9)
+    with pytest.raises(ValueError, match="part label"):
+        pair.motion(sampling.points)
+
+
+def test_user_cloud_shape_is_resampled_with_jitter():
+    pts, rad = vessel_tree(2000, 1)
+    shape = CloudShape(pts, rad)
+    a, b = shape.sample(500, np.random.default_rng(0)), shape.sample(500, np.random.default_rng(1))
+    assert shape.jitter > 0 and not {tuple(p) for p in a.points} & {tuple(p) for p in b.points}
+    assert set(a.feature) <= set(rad)  # features follow their points
+    assert nearest_distances(a.points, pts).max() < 6 * shape.jitter
+    pair = make_training_pair("lung", 3, 1000, shape=shape)
+    assert pair.source_feature is not None and pair.source.shape == (1000, 3)
+    with pytest.raises(ValueError, match="K >= 2"):
+        CloudShape(np.zeros((1, 3)))
+
+
+def test_crop_and_density_change_the_sampling():
+    shape = BlobShape.random(0)
+    ref = shape.sample(20000, np.random.default_rng(9)).points
+    lo, hi = ref.min(0), ref.max(0)
+
+    def coverage(p: np.ndarray, radius: float) -> float:
+        """Fraction of the shape (dense sampling) within ``radius`` of the cloud ``p``."""
+        return float((nearest_distances(ref, p) < radius).mean())
+
+    def count_spread(p: np.ndarray) -> float:
+        """Coefficient of variation of the point counts in the occupied cells of a 5^3 grid."""
+        cells = np.floor((p - lo) / (hi - lo + 1e-9) * 5).astype(int)
+        counts = np.unique(cells, axis=0, return_counts=True)[1]
+        return counts.std() / counts.mean()
+
+    full = [observe(shape, 4000, Acquisition(), np.random.default_rng(s)).points for s in range(4)]
+    radius = 3 * np.median(nearest_distances(full[0][:2000], full[0][2000:]))
+    assert min(coverage(p, radius) for p in full) > 0.99
+    crop = Acquisition(crop_probability=1.0, crop=0.5)
+    cropped = [
+        coverage(observe(shape, 4000, crop, np.random.default_rng(s)).points, radius) for s in range(4)
+    ]
+    assert min(cropped) > 0.45 and min(cropped) < 0.8, cropped  # up to half of the shape cut off
+    dense = [
+        observe(shape, 4000, Acquisition(density=3.0, density_sigma=0.3), np.random.default_rng(s))
+        for s in range(4)
+    ]
+    assert np.mean([count_spread(d.points) for d in dense]) > 1.3 * np.mean([count_spread(p) for p in full])
+
+
+def test_pair_seeds_separate_training_and_held_out_streams():
+    train_seeds = {pair_seed(0, TRAIN_STREAM, i) for i in range(2000)}
+    held_out = {pair_seed(0, HELD_OUT_STREAM, i) for i in range(2000)}
+    assert len(train_seeds) == 2000 and not train_seeds & held_out
+    assert pair_seed(1, TRAIN_STREAM, 0) != pair_seed(0, TRAIN_STREAM, 0)
+
+
+def test_one_8k_pair_takes_well_under_a_second_of_cpu():
+    import time
+
+    shape = make_shape("lung", 0)  # built once per shape (~0.35 s), as in training
+    start = time.process_time()
+    make_training_pair("lung", 1, 8192, shape=shape)
+    make_training_pair("sceneflow", 1, 8192)
+    make_training_pair("shapes", 1, 8192)
+    assert (time.process_time() - start) / 3 < 0.5

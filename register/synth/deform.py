@@ -72,6 +72,18 @@ def breathing(
     return disp
 
 
+def gaussian_weights(points: np.ndarray, centres: np.ndarray, sigma: float) -> np.ndarray:
+    """``(N, K)`` kernel ``exp(-|x_i - c_k|^2 / (2 sigma^2))`` of ``points (N, 3)`` and ``centres (K, 3)``.
+
+    Squared distances as ``|x - m|^2 + |c - m|^2 - 2 <x - m, c - m>`` (one matrix product instead of
+    an ``(N, K, 3)`` array; ``m`` the centres' mean keeps the cancellation error small), clamped at 0.
+    """
+    m = centres.mean(0)
+    x, c = points - m, centres - m
+    d2 = (x * x).sum(1)[:, None] + (c * c).sum(1)[None, :] - 2.0 * (x @ c.T)
+    return np.exp(-np.maximum(d2, 0.0) / (2.0 * sigma**2))
+
+
 @dataclass(frozen=True)
 class GaussianField:
     """A smooth displacement field: a sum of Gaussian bumps.
@@ -90,9 +102,7 @@ class GaussianField:
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         """``(N, 3)`` float64 displacement at the ``(N, 3)`` points."""
-        pts = _as_points(points)
-        d2 = ((pts[:, None, :] - self.centers[None, :, :]) ** 2).sum(axis=-1)
-        return np.exp(-d2 / (2.0 * self.sigma**2)) @ self.vectors
+        return gaussian_weights(_as_points(points), self.centers, self.sigma) @ self.vectors
 
 
 def make_smooth_random_field(
