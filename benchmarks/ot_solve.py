@@ -25,24 +25,19 @@ import numpy as np
 
 from benchmarks.machine import cpu_model, memory_total
 from benchmarks.run import run_register_limited
+from benchmarks.speed import make_input
 
 BACKENDS = ("dense", "sparse", "geomloss", "keops")
 OUT = Path(__file__).parent / "results" / "speed"
 
 
 def copd1_pair(data: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Seeded ``n``-point subsamples ``(n, 3)`` of the copd1 vessel clouds (mm), or None."""
-    folder = data / "lung/vessels"
-    if not (folder / "copd1_source.vtk").is_file():
+    """Seeded ``n``-point subsamples ``(n, 3)`` float32 of the copd1 vessel clouds (mm), or None:
+    the same points as the ``copd1`` input of :mod:`benchmarks.speed`."""
+    inp = make_input("copd1", n, data)
+    if inp is None:
         return None
-    import pyvista as pv
-
-    x = np.asarray(pv.read(folder / "copd1_source.vtk").points, dtype=np.float32) * 100
-    y = np.asarray(pv.read(folder / "copd1_target.vtk").points, dtype=np.float32) * 100
-    if n > min(len(x), len(y)):
-        return None
-    rng = np.random.default_rng(0)
-    return x[rng.choice(len(x), n, replace=False)], y[rng.choice(len(y), n, replace=False)]
+    return inp["source"].astype(np.float32), inp["target"].astype(np.float32)
 
 
 def solve_work(x: np.ndarray, y: np.ndarray, blur: float, backend: str) -> dict:
