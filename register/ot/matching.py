@@ -137,7 +137,7 @@ def robust_match(
     elif backend == "geomloss":
         # GeomLoss's own solver for the potentials; the matches by our reductions (dense chunks
         # on the CPU, where they are faster than KeOps; KeOps on CUDA: no N x M memory).
-        res = sinkhorn_geomloss(xn, yn, a, b, **{k: v for k, v in settings.items() if k != "tol"})
+        res = sinkhorn_geomloss(xn, yn, a, b, blur=blur_n, reach=reach_n, diameter=1.0, scaling=scaling)
         eps = res.eps
         reduce = BARYCENTRE["keops" if xn.is_cuda else "dense"]
         targets_n, lse = reduce(eps, xn, yn, b.log() + res.g / eps, yn)

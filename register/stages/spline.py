@@ -141,6 +141,7 @@ def spline_robot(
     for sigma, blur, reach in zip(
         per_level(cfg.sigmas, n_levels), cfg.blurs, per_level(cfg.reach, n_levels), strict=True
     ):
+        n_controls = 0  # controls of the level's last fit (0 when every round was skipped)
         for _ in range(cfg.iterations):
             matches = ms.match(z, ys, az, bs, blur, reach, warm=matches)
             d = to_numpy(matches.targets) - z
@@ -148,14 +149,14 @@ def spline_robot(
             if not w.sum() > 0:
                 log.warning("spline level sigma=%.4g: no confident match; level skipped", sigma)
                 continue
-            controls = (
+            grid = (
                 grid_controls(z, cfg.control_spacing * sigma, cfg.max_controls)
                 if cfg.control_spacing
                 else None
             )
-            fld = fit_kernel_field(
-                z, d, w, z[ic] if controls is None else controls, sigma, cfg.regularization
-            )
+            controls = z[ic] if grid is None else grid
+            fld = fit_kernel_field(z, d, w, controls, sigma, cfg.regularization)
+            n_controls = len(controls)
             z = fld.apply(z)
             fields.append(fld)
         levels.append(
@@ -165,7 +166,7 @@ def spline_robot(
                 "reach": reach,
                 "cost": matches.cost,
                 "sinkhorn_iterations": matches.iterations,
-                "controls": len(fld.controls) if fields else 0,
+                "controls": n_controls,
             }
         )
         log.info("spline level sigma=%.4g blur=%.4g cost=%.4g", sigma, blur, matches.cost)
