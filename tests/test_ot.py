@@ -75,28 +75,49 @@ def test_keops_agrees_with_dense(reach):
     torch.testing.assert_close(mk.confidence, md.confidence, atol=1e-4, rtol=0)
 
 
-def test_neighbour_reductions_equal_dense_on_full_lists_and_ignore_padding():
-    """With every y in every list (plus padding slots) the truncated reductions are the dense ones."""
-    from register.kernels.neighbours import barycentre_neighbours, neighbour_cost, softmin_neighbours
+def test_block_partition_covers_every_point_once_in_small_tight_blocks():
+    """The k-d blocks hold each point exactly once, at most ``size`` per block, and round-trip."""
+    from register.kernels.blocks import make_blocks
 
-    x, y = _clouds(50, 40)
-    h = torch.randn(40, generator=torch.Generator().manual_seed(2))
-    eps = 0.02
-    index = torch.cat([torch.arange(40).repeat(50, 1), torch.full((50, 5), 7)], dim=1)  # 5 pads
-    valid = torch.cat([torch.ones(50, 40, dtype=torch.bool), torch.zeros(50, 5, dtype=torch.bool)], 1)
-    nb = neighbour_cost(x, y, index, valid)
-    torch.testing.assert_close(
-        softmin_neighbours(eps, nb, h), softmin_dense(eps, x, y, h), rtol=1e-4, atol=1e-6
-    )
-    avg, lse = barycentre_neighbours(eps, nb, h, y)
-    avg_d, lse_d = barycentre_dense(eps, x, y, h, y)
-    torch.testing.assert_close(avg, avg_d, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(lse, lse_d, rtol=1e-4, atol=1e-4)
+    x, _ = _clouds(1000, 1)
+    blocks = make_blocks(x, size=32)
+    assert blocks.points.shape[1] <= 32 and blocks.valid.sum() == 1000
+    assert torch.equal(torch.sort(blocks.order).values, torch.arange(1000))
+    torch.testing.assert_close(blocks.scatter(blocks.gather(x, 0.0)), x)
+    # Boxes are tight: a block's box is well below the cloud's (balanced median splits).
+    assert float((blocks.hi - blocks.lo).max(1).values.mean()) < 0.5
+
+
+@pytest.mark.parametrize("blur", [0.5, 0.05, 0.01])
+def test_block_reductions_equal_the_full_sums(blur):
+    """Block-sparse soft-min and barycentres vs all N x M terms in float64, with log-weights that
+    vary by far more than the truncation (so the certificate, not the distance, decides)."""
+    from register.kernels.blocks import BlockReducer
+
+    g = torch.Generator().manual_seed(2)
+    t = torch.rand(3000, generator=g) * 6
+    x = torch.stack([torch.cos(t), torch.sin(t), t / 6], 1) * 0.4  # a curve: most pairs are far
+    y = x[torch.randperm(3000, generator=g)] + 0.01 * torch.randn(3000, 3, generator=g)
+    h = 30 * torch.rand(3000, generator=g)
+    eps = blur**2
+    reducer = BlockReducer(x, y)
+    s = h.double()[None] - ((x.double()[:, None] - y.double()[None]) ** 2).sum(-1) / (2 * eps)
+    exact = torch.logsumexp(s, 1)
+    assert (reducer.softmin(eps, h) / -eps - exact).abs().max() < 1e-3
+    avg, lse = reducer.barycentre(eps, h, y)
+    exact_avg = torch.softmax(s, 1) @ y.double()
+    assert (avg.double() - exact_avg).abs().max() < 1e-4 and (lse - exact).abs().max() < 1e-3
+    # The other direction: rows y among x.
+    hx = torch.linspace(0, 5, 3000)
+    s_t = hx.double()[None] - ((y.double()[:, None] - x.double()[None]) ** 2).sum(-1) / (2 * eps)
+    assert (reducer.softmin(eps, hx, rows_are_x=False) / -eps - torch.logsumexp(s_t, 1)).abs().max() < 1e-3
+    if blur <= 0.05:
+        assert reducer.pairs_kept < 0.5 * reducer.pairs_total  # really skipped pairs
 
 
 @pytest.mark.parametrize("reach", [math.inf, 0.1])
 def test_sparse_backend_agrees_with_dense_on_a_structured_cloud(reach, monkeypatch):
-    """Multiscale truncated Sinkhorn (forced onto several levels) vs dense, on a curve."""
+    """Multiscale block-sparse Sinkhorn (forced onto several levels) vs dense, on a curve."""
     monkeypatch.setattr("register.ot.matching.SPARSE_MIN_ENTRIES", 0)  # no dense shortcut
     from register.ot.multiscale import sinkhorn_multiscale
     from register.ot.unbalanced import sinkhorn
@@ -108,8 +129,8 @@ def test_sparse_backend_agrees_with_dense_on_a_structured_cloud(reach, monkeypat
     a = b = torch.full((1500,), 1 / 1500)
     kw = {"blur": 0.01, "reach": reach, "diameter": 1.0, "max_iter": 300}
     dense = sinkhorn(x, y, a, b, **kw)
-    sparse, nb, _ = sinkhorn_multiscale(x, y, a, b, coarse_clusters=50, **kw)
-    assert nb.k < 1500 // 2  # really truncated
+    sparse, reducer, _ = sinkhorn_multiscale(x, y, a, b, coarse_clusters=50, **kw)
+    assert reducer.pairs_kept < reducer.pairs_total // 2  # really truncated
     eps = kw["blur"] ** 2
     shift = (dense.f - sparse.f).mean() if math.isinf(reach) else 0.0  # balanced: f + c, g - c
     assert (dense.f - sparse.f - shift).abs().max() < 0.5 * eps
@@ -118,34 +139,6 @@ def test_sparse_backend_agrees_with_dense_on_a_structured_cloud(reach, monkeypat
     m_sparse = robust_match(x, y, blur=0.01, reach=reach, max_iter=300, backend="sparse")
     assert (m_dense.targets - m_sparse.targets).norm(dim=1).max() < 2e-3
     assert (m_dense.confidence - m_sparse.confidence).abs().max() < 1e-2
-
-
-def test_guided_neighbours_find_every_term_within_the_truncation():
-    """Lists around the barycentric targets hold exactly the terms within ``truncate`` of the best
-    (checked against all N x M terms), with Sinkhorn potentials of a smoothly deformed cloud."""
-    from scipy.spatial import cKDTree
-
-    from register.kernels.neighbours import guided_neighbours
-    from register.ot.unbalanced import sinkhorn
-
-    g = torch.Generator().manual_seed(3)
-    x = torch.rand(2000, 3, generator=g) - 0.5
-    y = x + 0.05 * torch.sin(3 * x[:, [1, 2, 0]])  # smooth non-affine motion, 5 % of the box
-    y = y[torch.randperm(2000, generator=g)]
-    a = b = torch.full((2000,), 1 / 2000)
-    blur, truncate = 0.02, 10.0
-    res = sinkhorn(x, y, a, b, blur=blur, diameter=2.0, max_iter=100)
-    eps = res.eps
-    h = b.log() + res.g / eps
-    s = h[None, :] - ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1) / (2 * eps)  # (N, M) all terms
-    within = s >= s.max(1, keepdim=True).values - truncate
-    centres = torch.softmax(s, dim=1) @ y  # barycentric targets
-    nb = guided_neighbours(x, y, h, eps, truncate, centres, cKDTree(y.double().numpy()))
-    listed = torch.zeros_like(within)
-    valid = torch.isfinite(nb.cost)
-    listed[torch.arange(2000)[:, None].expand_as(nb.index)[valid], nb.index[valid]] = True
-    assert within.sum(1).float().mean() > 3  # lists are not trivial
-    assert torch.equal(listed, within)
 
 
 @pytest.mark.parametrize("backend", ["dense", "sparse"])
@@ -188,3 +181,20 @@ def test_geomloss_backend_agrees_with_dense(reach):
     assert not mg.converged  # no convergence test in GeomLoss's schedule: never claimed
     torch.testing.assert_close(mg.targets, md.targets, atol=6e-3, rtol=0)
     torch.testing.assert_close(mg.confidence, md.confidence, atol=0.1, rtol=0)  # unconverged row masses
+
+
+def test_auto_backend_choice_and_its_reason():
+    """CPU: dense for small problems, the block-sparse solver above the threshold; CUDA: dense,
+    then KeOps. The reason names the sizes; an unknown backend is an error naming the option."""
+    from register.errors import InputError
+    from register.kernels.select import SPARSE_MIN_ENTRIES_CPU, choose_backend
+
+    small = int(SPARSE_MIN_ENTRIES_CPU**0.5) - 1
+    assert choose_backend(small, small, "cpu").name == "dense"
+    choice = choose_backend(30_000, 30_000, "cpu")
+    assert choice.name == "sparse" and "30000x30000" in choice.reason
+    assert choose_backend(30_000, 30_000, "cuda").name == "keops"
+    assert choose_backend(1000, 1000, "cuda:1").name == "dense"
+    assert choose_backend(30_000, 30_000, "cpu", "dense").name == "dense"
+    with pytest.raises(InputError, match="--backend"):
+        choose_backend(10, 10, "cpu", "fast")
