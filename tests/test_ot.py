@@ -113,6 +113,13 @@ def test_block_reductions_equal_the_full_sums(blur):
     assert (reducer.softmin(eps, hx, rows_are_x=False) / -eps - torch.logsumexp(s_t, 1)).abs().max() < 1e-3
     if blur <= 0.05:
         assert reducer.pairs_kept < 0.5 * reducer.pairs_total  # really skipped pairs
+    # Calls at the same eps reuse the last row maxima as shifts: exact for log-weights that moved
+    # a little, and for ones that moved by far more than the float32 range (rows redone).
+    for moved in (h + 0.1 * torch.randn(3000, generator=g), h + 200 * torch.rand(3000, generator=g)):
+        s = moved.double()[None] - ((x.double()[:, None] - y.double()[None]) ** 2).sum(-1) / (2 * eps)
+        avg, lse = reducer.barycentre(eps, moved, y)
+        assert (lse - torch.logsumexp(s, 1)).abs().max() < 1e-3
+        assert (avg.double() - torch.softmax(s, 1) @ y.double()).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize("reach", [math.inf, 0.1])

@@ -213,12 +213,14 @@ class BlockReducer:
     kept block pairs. Both directions are served (rows ``x`` among ``y`` and the reverse).
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, truncate: float = TRUNCATE, size: int = BLOCK):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, truncate: float = TRUNCATE, size: int | None = None):
         self.x, self.y = x, y
+        size = size or BLOCK
         self.bx, self.by = make_blocks(x, size), make_blocks(y, size)
         self.truncate = truncate
         self.pairs_kept = 0  # block pairs computed by the last call
         self.pairs_total = 0  # of all the block pairs
+        self._maxima: dict[bool, tuple[float, torch.Tensor]] = {}  # per direction: eps, row maxima
 
     def _blocks(self, rows_are_x: bool) -> tuple[Blocks, Blocks, int]:
         return (self.bx, self.by, len(self.y)) if rows_are_x else (self.by, self.bx, len(self.x))
@@ -244,46 +246,98 @@ class BlockReducer:
         plan = plan_pairs(eps, rows, cols, hb, self.truncate + math.log(max(m, 2)))
         self.pairs_kept, self.pairs_total = len(plan.i), len(rows.lo) * len(cols.lo)
         vb = None if values is None else cols.gather(values, 0.0)
-        return _reduce_pairs(eps, rows, cols, hb, vb, plan)
+        # The row maxima of the previous call in this direction at the same eps (Sinkhorn's
+        # fixed-point iterations: the potentials, hence the maxima, move little between calls).
+        key = rows is self.bx
+        last = self._maxima.get(key)
+        hint = last[1] if last is not None and last[0] == eps else None
+        lse, avg, maxima = _reduce_pairs(eps, rows, cols, hb, vb, plan, hint)
+        self._maxima[key] = (eps, maxima)
+        return lse, avg
 
 
-def _reduce_pairs(eps: float, rows: Blocks, cols: Blocks, hb: torch.Tensor, vb, plan: Plan):
-    """Log-sum-exp over the kept block pairs, per row: ``(lse (N,), mean (N, K) | None)`` with
-    ``hb (Bc, P)`` the log-weights and ``vb (Bc, P, K)`` the values in block layout.
+# With a hint, a row is recomputed unless its shifted sum lies in [exp(-HINT_LOW), finite]:
+# then its largest term is at least hint - HINT_LOW - log M, so the terms that matter (within
+# ``truncate`` of it) stay above _EXP_FLOOR for M up to 1e6 and truncate up to 30.
+HINT_LOW = 30.0
 
-    Two passes: each row's largest term ``m_i`` over its kept pairs, then
-    ``sum_j exp(s_ij - m_i)`` (log-sum-exp trick: no overflow, and the largest term gives 1).
-    A shift chosen from the bounds alone would save the first pass, but at fine temperatures
-    the bounds of blocks much wider than the blur are too loose for it (most rows would
-    overflow ``exp``). Per-pair partial results go to buffers and are combined per row once
+
+def _reduce_pairs(eps: float, rows: Blocks, cols: Blocks, hb: torch.Tensor, vb, plan: Plan, hint=None):
+    """Log-sum-exp over the kept block pairs, per row: ``(lse (N,), mean (N, K) | None, maxima)``
+    with ``hb (Bc, P)`` the log-weights and ``vb (Bc, P, K)`` the values in block layout;
+    ``maxima (B_rows, P)`` the shifts used (row maxima, or the hint where it was kept).
+
+    Each row's terms are exponentiated against one shift ``m_i`` (log-sum-exp trick): its
+    largest term (a first pass over the kept pairs), or, given ``hint (B_rows, P)`` (the maxima
+    of a nearby call), the hint itself where the shifted sum shows it was close enough (no
+    overflow, no loss of the terms that matter; other rows are redone with their maxima).
+    Shifts from the bounds alone would be too loose at fine temperatures (blocks much wider
+    than the blur). Per-pair partial results go to buffers and are combined per row once
     (few large operations: each one wakes the thread pool).
     """
     i, j = plan.i, plan.j
     xa, ya = _augmented(eps, rows, cols, hb)
     xi, yj = xa[i], ya[j].transpose(1, 2)  # (K, P, D + 2), (K, D + 2, P): gathered once
-    p_rows, p_cols = xa.shape[1], ya.shape[1]
-    step = max(1, CHUNK_ENTRIES // (p_rows * p_cols))
-    work = xa.new_empty(min(step, len(i)), p_rows, p_cols)
-    part = xa.new_empty(len(i), p_rows)  # per-pair row maxima, then per-pair row sums
-    for start in range(0, len(i), step):  # pass 1: the rows' largest terms
+    vj = None if vb is None else vb[j]
+    work = xa.new_empty(min(_chunk(xa, ya), len(i)), xa.shape[1], ya.shape[1])
+    if hint is None:
+        shift = _row_maxima(xi, yj, i, plan.shift.clone(), work)
+        sums, acc = _shifted_sums(xi, yj, vj, i, shift, work)
+    else:
+        shift = hint.clone()
+        sums, acc = _shifted_sums(xi, yj, vj, i, shift, work)
+        bad = ~torch.isfinite(sums) | (sums < math.exp(-HINT_LOW))  # (B_rows, P)
+        if acc is not None:
+            bad |= ~torch.isfinite(acc).all(-1)
+        bad_blocks = bad.any(1)
+        if bool(bad_blocks.any()):
+            redo = bad_blocks[i]
+            ri, rxi, ryj = i[redo], xi[redo], yj[redo]
+            rvj = None if vj is None else vj[redo]
+            fresh = _row_maxima(rxi, ryj, ri, plan.shift.clone(), work)
+            sums2, acc2 = _shifted_sums(rxi, ryj, rvj, ri, fresh, work)
+            shift[bad_blocks], sums[bad_blocks] = fresh[bad_blocks], sums2[bad_blocks]
+            if acc is not None:
+                acc[bad_blocks] = acc2[bad_blocks]
+    lse = rows.scatter(sums.log() + shift)
+    avg = None if acc is None else rows.scatter(acc / sums[:, :, None])
+    return lse, avg, shift
+
+
+def _chunk(xa: torch.Tensor, ya: torch.Tensor) -> int:
+    """Block pairs per batched pass: ``CHUNK_ENTRIES`` kernel entries."""
+    return max(1, CHUNK_ENTRIES // (xa.shape[1] * ya.shape[1]))
+
+
+def _row_maxima(xi, yj, i: torch.Tensor, shift: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+    """Largest log-term of each row over the pairs ``i`` (``xi (K, P, D + 2)``, ``yj (K, D + 2, P)``
+    gathered per pair), at least ``shift (B_rows, P)`` (updated in place and returned)."""
+    step = len(work)
+    part = xi.new_empty(len(i), xi.shape[1])
+    for start in range(0, len(i), step):
         chunk = slice(start, start + step)
         s = torch.bmm(xi[chunk], yj[chunk], out=work[: len(xi[chunk])])
         torch.amax(s, 2, out=part[chunk])
-    shift = plan.shift.clone().scatter_reduce_(0, i[:, None].expand_as(part), part, "amax")
-    xi[..., -2] -= shift[i]  # <X_i, Y_j> = s_ij - m_i (the row constant of _augmented)
-    vals = None if vb is None else xa.new_empty(len(i), p_rows, vb.shape[-1])
-    for start in range(0, len(i), step):  # pass 2: sum_j exp(s_ij - m_i)
+    return shift.scatter_reduce_(0, i[:, None].expand_as(part), part, "amax")
+
+
+def _shifted_sums(xi, yj, vj, i: torch.Tensor, shift: torch.Tensor, work: torch.Tensor):
+    """``sum_j exp(s_ij - shift_i)`` ``(B_rows, P)`` over the pairs ``i`` and, with the values
+    ``vj (K, P, V)`` of each pair's columns, ``sum_j exp(s_ij - shift_i) v_j`` ``(B_rows, P, V)``."""
+    step = len(work)
+    xs = xi.clone()
+    xs[..., -2] -= shift[i]  # <X_i, Y_j> = s_ij - shift_i (the row constant of _augmented)
+    part = xi.new_empty(len(i), xi.shape[1])
+    vals = None if vj is None else xi.new_empty(len(i), xi.shape[1], vj.shape[-1])
+    for start in range(0, len(i), step):
         chunk = slice(start, start + step)
-        k = torch.bmm(xi[chunk], yj[chunk], out=work[: len(xi[chunk])]).clamp_(min=_EXP_FLOOR).exp_()
+        k = torch.bmm(xs[chunk], yj[chunk], out=work[: len(xs[chunk])]).clamp_(min=_EXP_FLOOR).exp_()
         torch.sum(k, 2, out=part[chunk])
         if vals is not None:
-            torch.bmm(k, vb[j[chunk]], out=vals[chunk])
+            torch.bmm(k, vj[chunk], out=vals[chunk])
     sums = torch.zeros_like(shift).index_add_(0, i, part)
-    lse = rows.scatter(sums.log() + shift)
-    if vals is None:
-        return lse, None
-    acc = xa.new_zeros(*shift.shape, vb.shape[-1]).index_add_(0, i, vals)
-    return lse, rows.scatter(acc / sums[:, :, None])
+    acc = None if vals is None else xi.new_zeros(*shift.shape, vj.shape[-1]).index_add_(0, i, vals)
+    return sums, acc
 
 
 def softmin_blocks(
