@@ -117,7 +117,7 @@ def run(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="Kernel backend: auto, dense, sparse (multiscale truncated above 16M kernel entries), keops, "
+            help="Kernel backend: auto, dense, sparse (multiscale block-sparse above 1M kernel entries), keops, "
             "geomloss (GeomLoss's own solver, for comparisons).",
             rich_help_panel=ADVANCED,
         ),
@@ -677,9 +677,9 @@ def info(
         "backends": {
             "dense": "torch tensorised reductions (CPU and CUDA)",
             "keops": "KeOps online reductions (CUDA; CPU works but compiles and runs slower)",
-            "sparse": "multiscale truncated Sinkhorn over neighbour lists above 16M entries (explicit only)",
+            "sparse": "multiscale Sinkhorn with certified block-sparse reductions above 1M entries (CPU default)",
             "geomloss": "GeomLoss's Sinkhorn solver (tensorized / KeOps online / multiscale by size; explicit only)",
-            "auto": "dense on CPU; keops on CUDA for large problems",
+            "auto": "CPU: sparse above 1M kernel entries, dense below; CUDA: dense, keops for large problems",
         },
         "presets": preset_names(),
         "formats": list(SUPPORTED_EXTENSIONS),
