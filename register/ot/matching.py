@@ -17,6 +17,8 @@ results are mapped back to them.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +35,28 @@ BARYCENTRE = {"dense": barycentre_dense, "keops": barycentre_keops}
 # the clouds into blocks costs more than it saves). 3000 x 3000 affine matchings of the lung
 # preset (synthetic 30k-point vessel pair, 1 thread): dense 22.6 s, sparse 9.2 s per stage.
 SPARSE_MIN_ENTRIES = 1_000_000
+
+# CPU problems below this many kernel entries run on one thread: their reductions are too short
+# to pay for waking the other threads (which sleep between operations: OMP_WAIT_POLICY=PASSIVE,
+# set by the CLI because spinning threads are 10x slower when other jobs share the cores).
+# BCPD male pair, shapes preset, 2 cores: affine stage (28-rotation multistart, 1000-3000-point
+# matchings) 106 s with two threads, 38 s with one.
+SINGLE_THREAD_ENTRIES = 16_000_000
+
+
+@contextmanager
+def _threads_for(n_entries: int, device: torch.device) -> Iterator[None]:
+    """Run the block inside on one torch thread when the problem is small and on the CPU
+    (restores the thread count after; it is process-wide, so callers must not share it)."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or n_entries >= SINGLE_THREAD_ENTRIES or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass
@@ -111,6 +135,12 @@ def robust_match(
     Returns:
         :class:`Matches` in data units.
     """
+    with _threads_for(len(x) * len(y), x.device):
+        return _robust_match(x, y, a, b, blur, reach, scaling, tol, max_iter, backend, mass, warm)
+
+
+def _robust_match(x, y, a, b, blur, reach, scaling, tol, max_iter, backend, mass, warm) -> Matches:
+    """:func:`robust_match` (same arguments, positional)."""
     a, b = normalise_masses(x, y, a, b, mass)
     # Normalise: centre on the joint bounding box, divide by its diagonal.
     both = torch.cat([x, y])
