@@ -160,10 +160,16 @@ class Plan:
 
 
 def plan_pairs(
-    eps: float, rows: Blocks, cols: Blocks, h: torch.Tensor, truncate: float, probes: int = 2
+    eps: float,
+    rows: Blocks,
+    cols: Blocks,
+    h: torch.Tensor,
+    coords: tuple[torch.Tensor, torch.Tensor],
+    truncate: float,
+    probes: int = 2,
 ) -> Plan:
     """The block pairs whose terms may matter (module docstring). ``h``: ``(B_cols, P)``
-    log-weights in block layout.
+    log-weights in block layout; ``coords``: the :func:`_augmented` coordinates of both.
 
     The lower bound ``L(I)`` is exact work on a few pairs: every row of ``I`` takes its largest
     term ``b_i`` over the ``probes`` column blocks of highest upper bound, and ``L(I)`` is the
@@ -180,7 +186,7 @@ def plan_pairs(
         upper = h_max[None] - (gap * gap).sum(-1) / (2 * eps)  # (bI, Bc): U(I, J)
         best = upper.topk(min(probes, len(h)), dim=1).indices  # (bI, probes)
         ii = torch.arange(start, start + len(best), device=h.device)[:, None].expand_as(best)
-        row_max = _block_row_max(eps, rows, cols, h, ii.reshape(-1), best.reshape(-1))
+        row_max = _pair_row_max(coords, ii.reshape(-1), best.reshape(-1))
         row_best = row_max.view(len(best), -1, p_rows).amax(1)  # (bI, P): b_i, max over probes
         lower = row_best.masked_fill(~rows.valid[block], math.inf).amin(1, keepdim=True)  # (bI, 1)
         keep_parts.append(upper >= lower - truncate)
@@ -199,9 +205,10 @@ def _augmented(eps: float, rows: Blocks, cols: Blocks, h: torch.Tensor):
     return xa, ya
 
 
-def _block_row_max(eps: float, rows: Blocks, cols: Blocks, h: torch.Tensor, i: torch.Tensor, j: torch.Tensor):
-    """``(K, P)`` largest log-term ``h_j - C_ij / eps`` of each row over block pair ``(i, j)``."""
-    xa, ya = _augmented(eps, rows, cols, h)
+def _pair_row_max(coords: tuple[torch.Tensor, torch.Tensor], i: torch.Tensor, j: torch.Tensor):
+    """``(K, P)`` largest log-term ``h_j - C_ij / eps`` of each row over block pair ``(i, j)``,
+    from the :func:`_augmented` coordinates ``coords``."""
+    xa, ya = coords
     return torch.bmm(xa[i], ya[j].transpose(1, 2)).amax(2)
 
 
@@ -214,7 +221,6 @@ class BlockReducer:
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, truncate: float = TRUNCATE, size: int | None = None):
-        self.x, self.y = x, y
         size = size or BLOCK
         self.bx, self.by = make_blocks(x, size), make_blocks(y, size)
         self.truncate = truncate
@@ -222,14 +228,13 @@ class BlockReducer:
         self.pairs_total = 0  # of all the block pairs
         self._maxima: dict[bool, tuple[float, torch.Tensor]] = {}  # per direction: eps, row maxima
 
-    def _blocks(self, rows_are_x: bool) -> tuple[Blocks, Blocks, int]:
-        return (self.bx, self.by, len(self.y)) if rows_are_x else (self.by, self.bx, len(self.x))
+    def _blocks(self, rows_are_x: bool) -> tuple[Blocks, Blocks]:
+        return (self.bx, self.by) if rows_are_x else (self.by, self.bx)
 
     def softmin(self, eps: float, h: torch.Tensor, rows_are_x: bool = True) -> torch.Tensor:
         """``-eps log sum_j exp(h_j - C_ij / eps)`` for the rows of one cloud over the other
         (``h``: log-weights of the other cloud); as :func:`register.kernels.dense.softmin_dense`."""
-        rows, cols, m = self._blocks(rows_are_x)
-        lse, _ = self._reduce(eps, rows, cols, m, h, None)
+        lse, _ = self._reduce(eps, *self._blocks(rows_are_x), h, None)
         return -eps * lse
 
     def barycentre(
@@ -237,13 +242,13 @@ class BlockReducer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N, K)`` weighted means of ``values (M, K)`` and ``(N,)`` log-sums, as
         :func:`register.kernels.dense.barycentre_dense`."""
-        rows, cols, m = self._blocks(rows_are_x)
-        lse, avg = self._reduce(eps, rows, cols, m, h, values)
+        lse, avg = self._reduce(eps, *self._blocks(rows_are_x), h, values)
         return avg, lse
 
-    def _reduce(self, eps, rows: Blocks, cols: Blocks, m: int, h, values):
+    def _reduce(self, eps, rows: Blocks, cols: Blocks, h, values):
         hb = cols.gather(h, _PAD)  # (Bc, P)
-        plan = plan_pairs(eps, rows, cols, hb, self.truncate + math.log(max(m, 2)))
+        coords = _augmented(eps, rows, cols, hb)
+        plan = plan_pairs(eps, rows, cols, hb, coords, self.truncate + math.log(max(cols.n, 2)))
         self.pairs_kept, self.pairs_total = len(plan.i), len(rows.lo) * len(cols.lo)
         vb = None if values is None else cols.gather(values, 0.0)
         # The row maxima of the previous call in this direction at the same eps (Sinkhorn's
@@ -251,7 +256,7 @@ class BlockReducer:
         key = rows is self.bx
         last = self._maxima.get(key)
         hint = last[1] if last is not None and last[0] == eps else None
-        lse, avg, maxima = _reduce_pairs(eps, rows, cols, hb, vb, plan, hint)
+        lse, avg, maxima = _reduce_pairs(rows, coords, vb, plan, hint)
         self._maxima[key] = (eps, maxima)
         return lse, avg
 
@@ -262,10 +267,10 @@ class BlockReducer:
 HINT_LOW = 30.0
 
 
-def _reduce_pairs(eps: float, rows: Blocks, cols: Blocks, hb: torch.Tensor, vb, plan: Plan, hint=None):
+def _reduce_pairs(rows: Blocks, coords: tuple[torch.Tensor, torch.Tensor], vb, plan: Plan, hint=None):
     """Log-sum-exp over the kept block pairs, per row: ``(lse (N,), mean (N, K) | None, maxima)``
-    with ``hb (Bc, P)`` the log-weights and ``vb (Bc, P, K)`` the values in block layout;
-    ``maxima (B_rows, P)`` the shifts used (row maxima, or the hint where it was kept).
+    with ``coords`` the :func:`_augmented` coordinates and ``vb (Bc, P, K)`` the values in block
+    layout; ``maxima (B_rows, P)`` the shifts used (row maxima, or the hint where it was kept).
 
     Each row's terms are exponentiated against one shift ``m_i`` (log-sum-exp trick): its
     largest term (a first pass over the kept pairs), or, given ``hint (B_rows, P)`` (the maxima
@@ -276,7 +281,7 @@ def _reduce_pairs(eps: float, rows: Blocks, cols: Blocks, hb: torch.Tensor, vb, 
     (few large operations: each one wakes the thread pool).
     """
     i, j = plan.i, plan.j
-    xa, ya = _augmented(eps, rows, cols, hb)
+    xa, ya = coords
     xi, yj = xa[i], ya[j].transpose(1, 2)  # (K, P, D + 2), (K, D + 2, P): gathered once
     vj = None if vb is None else vb[j]
     work = xa.new_empty(min(_chunk(xa, ya), len(i)), xa.shape[1], ya.shape[1])
@@ -338,24 +343,3 @@ def _shifted_sums(xi, yj, vj, i: torch.Tensor, shift: torch.Tensor, work: torch.
     sums = torch.zeros_like(shift).index_add_(0, i, part)
     acc = None if vals is None else xi.new_zeros(*shift.shape, vj.shape[-1]).index_add_(0, i, vals)
     return sums, acc
-
-
-def softmin_blocks(
-    eps: float, x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, truncate: float = TRUNCATE
-) -> torch.Tensor:
-    """One-off :meth:`BlockReducer.softmin` (same signature as
-    :func:`register.kernels.dense.softmin_dense`); moves ``f`` by less than ``eps * exp(-truncate)``."""
-    return BlockReducer(x, y, truncate).softmin(eps, h)
-
-
-def barycentre_blocks(
-    eps: float,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    h: torch.Tensor,
-    values: torch.Tensor,
-    truncate: float = TRUNCATE,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One-off :meth:`BlockReducer.barycentre` (signature of
-    :func:`register.kernels.dense.barycentre_dense`)."""
-    return BlockReducer(x, y, truncate).barycentre(eps, h, values)

@@ -36,12 +36,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class Level:
     """One cloud at one level: ``points (n, D)``, ``log_mass (n,)`` and, for a grid level,
-    ``parent (n_finer,)`` mapping each element of the next finer level to its cluster here.
-    ``cell`` is the voxel size (0 for the points themselves)."""
+    ``parent (n_finer,)`` mapping each element of the next finer level to its cluster here."""
 
     points: torch.Tensor
     log_mass: torch.Tensor
-    cell: float
     parent: torch.Tensor | None = None
 
 
@@ -80,11 +78,11 @@ def hierarchy(x: torch.Tensor, mass: torch.Tensor, cells: list[float], origin: t
             parent = torch.empty(len(centroids), dtype=torch.int64, device=x.device)
             parent[labels] = labels_prev
             levels[-1].parent = parent
-        levels.append(Level(centroids, m.log(), cell))
+        levels.append(Level(centroids, m.log()))
         labels_prev = labels
     if labels_prev is not None:
         levels[-1].parent = labels_prev
-    levels.append(Level(x, mass.log(), 0.0))
+    levels.append(Level(x, mass.log()))
     return levels
 
 

@@ -95,6 +95,21 @@ def fit_kernel_field(
     return KernelField(controls, alpha.numpy(), (sigma,))
 
 
+def voxel_labels(z: np.ndarray, cell: float) -> tuple[np.ndarray, int]:
+    """Voxel of side ``cell`` of each point of ``z (N, D)``: labels ``(N,)`` in ``[0, V)`` and ``V``."""
+    ijk = np.floor((z - z.min(0)) / cell).astype(np.int64)
+    _, labels = np.unique(ijk, axis=0, return_inverse=True)
+    labels = labels.reshape(-1)
+    return labels, int(labels.max()) + 1 if len(labels) else 0
+
+
+def voxel_means(labels: np.ndarray, n: int, w: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``w``-weighted means ``(V, K)`` of ``values (N, K)`` per voxel (``labels`` of :func:`voxel_labels`)."""
+    total = np.bincount(labels, weights=w, minlength=n)
+    sums = [np.bincount(labels, weights=w * values[:, k], minlength=n) for k in range(values.shape[1])]
+    return np.stack(sums, 1) / total[:, None]
+
+
 def aggregate(
     z: np.ndarray, d: np.ndarray, w: np.ndarray, cell: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,24 +125,14 @@ def aggregate(
     """
     keep = w > 0
     z, d, w = z[keep], d[keep], w[keep]
-    ijk = np.floor((z - z.min(0)) / cell).astype(np.int64)
-    _, labels = np.unique(ijk, axis=0, return_inverse=True)
-    labels = labels.reshape(-1)
-    n = int(labels.max()) + 1 if len(labels) else 0
+    labels, n = voxel_labels(z, cell)
     if n > len(z) // 2:
         return z, d, w
-    total = np.bincount(labels, weights=w, minlength=n)
-
-    def mean(values: np.ndarray) -> np.ndarray:
-        return (
-            np.stack(
-                [np.bincount(labels, weights=w * values[:, k], minlength=n) for k in range(values.shape[1])],
-                1,
-            )
-            / total[:, None]
-        )
-
-    return mean(z), mean(d), total
+    return (
+        voxel_means(labels, n, w, z),
+        voxel_means(labels, n, w, d),
+        np.bincount(labels, weights=w, minlength=n),
+    )
 
 
 def grid_controls(z: np.ndarray, cell: float, max_controls: int) -> np.ndarray | None:
@@ -140,14 +145,10 @@ def grid_controls(z: np.ndarray, cell: float, max_controls: int) -> np.ndarray |
     controls 1.05 s). Spacing ``sigma`` was too coarse for the shapes preset (BCPD male pair
     0.87 -> 0.96 % of the diagonal); ``sigma / 2`` gave 0.84 %.
     """
-    ijk = np.floor((z - z.min(0)) / cell).astype(np.int64)
-    _, labels = np.unique(ijk, axis=0, return_inverse=True)
-    labels = labels.reshape(-1)
-    counts = np.bincount(labels).astype(np.float64)
-    centroids = np.stack([np.bincount(labels, weights=z[:, d]) for d in range(z.shape[1])], 1)
-    if len(counts) > max_controls:
+    labels, n = voxel_labels(z, cell)
+    if n > max_controls:
         return None
-    return centroids / counts[:, None]
+    return voxel_means(labels, n, np.ones(len(z)), z)
 
 
 def spline_robot(
