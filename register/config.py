@@ -40,6 +40,9 @@ class AffineConfig:
         multistart: start from 28 rotations in 3-D (24 cube rotations, 4 principal-axis
             alignments; 14 in 2-D), keep the best (for rotations beyond ~45 degrees).
         max_points: matching runs on at most this many points per cloud (seeded subsample).
+        max_iter: cap on Sinkhorn iterations at the final blur of this stage's matchings
+            (0: ``pipeline.max_iter``). A global least-squares fit needs less converged plans
+            than the spline stage's local displacements.
     """
 
     mode: str = "affine"
@@ -48,6 +51,7 @@ class AffineConfig:
     iterations: int = 10
     multistart: bool = False
     max_points: int = 3000
+    max_iter: int = 0
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,8 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
         raise ConfigError(f"{origin}: spline.control_spacing = {cfg.spline.control_spacing}: must be >= 0")
     if cfg.flow.points < 0:
         raise ConfigError(f"{origin}: flow.points must be >= 0 (0: the model's training size)")
+    if cfg.affine.max_iter < 0:
+        raise ConfigError(f"{origin}: affine.max_iter must be >= 0 (0: pipeline.max_iter)")
     for table, key in (
         ("pipeline", "max_iter"),
         ("affine", "iterations"),

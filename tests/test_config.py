@@ -30,6 +30,7 @@ def test_every_preset_loads_and_round_trips():
         ({"pipeline": {"multistart": True}}, "unknown key 'pipeline.multistart'"),
         ({"flow": {"sigma": 0.0}}, "flow.sigma must be > 0"),
         ({"flow": {"points": -1}}, "flow.points must be >= 0"),
+        ({"affine": {"max_iter": -1}}, "affine.max_iter must be >= 0"),
         ({"flow": {"max_controls": 0}}, "flow.max_controls must be >= 1"),
         ({"flow": {"modle": "lung"}}, "unknown key 'flow.modle'"),
     ],

@@ -40,6 +40,25 @@ def test_known_affine_map_is_recovered():
     assert np.abs(fitted.translation - translation).max() / np.abs(translation).max() < 1e-3
 
 
+def test_affine_max_iter_caps_only_the_affine_matchings(monkeypatch):
+    """``affine.max_iter`` replaces ``pipeline.max_iter`` in the affine stage's matchings only."""
+    from register.stages.common import MatchSettings
+
+    seen: dict[str, set] = {"affine": set(), "spline": set()}
+    original = MatchSettings.match
+    stage = {"name": ""}
+
+    def spy(self, *args, **kwargs):
+        seen[stage["name"]].add(self.max_iter)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MatchSettings, "match", spy)
+    x = _tree_points(400, 5)
+    cfg = _cfg(pipeline={"max_iter": 7}, affine={"max_iter": 3})
+    register(x, x + 1.0, cfg, on_stage=lambda name, state: stage.update(name=name))
+    assert seen == {"affine": {3}, "spline": {7}}
+
+
 def test_smooth_deformation_is_recovered():
     """5k points on a vessel tree; target = smoothly deformed copy, rows shuffled."""
     x = _tree_points(5000, 2)

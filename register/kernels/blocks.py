@@ -16,8 +16,8 @@ where ``probes(I)`` are the two column blocks of largest ``U(I, .)`` (computed e
 per cent of the work). A block pair with ``U(I, J) < L(I) - T`` holds only
 terms below ``exp(-T)`` times its rows' largest, so it is skipped: each row then loses less
 than ``M exp(-T)`` of its sum, i.e. the soft-min moves by at most ``eps M exp(-T)``
-(``T = log M + TRUNCATE``: below ``eps * exp(-TRUNCATE)``). Nothing is guessed: whatever the
-potentials, the bound holds.
+(``T = log M + TRUNCATE``: below ``eps * exp(-TRUNCATE)``, 3.4e-4 eps, under Sinkhorn's
+stopping tolerance of 1e-3 eps). Nothing is guessed: whatever the potentials, the bound holds.
 
 The kept pairs are computed as batched dense ``(P, P)`` blocks (one ``bmm`` of augmented
 coordinates, vectorised ``exp``), ``CHUNK_ENTRIES`` entries at a time, each row shifted by
@@ -34,7 +34,10 @@ from dataclasses import dataclass
 import torch
 
 BLOCK = 64  # most points per block (k-d leaves hold BLOCK / 2 to BLOCK)
-TRUNCATE = 16.0  # a skipped row sum is below exp(-TRUNCATE) of the row's total
+# A skipped row sum is below exp(-TRUNCATE) of the row's total. 8 and 16 gave identical
+# matches (float32) on a 10k-point vessel pair at blurs of 1-8 mm, 8 in 20 % less time at
+# 8 mm (the log M margin of T already covers the many-small-terms worst case).
+TRUNCATE = 8.0
 CHUNK_ENTRIES = 1 << 19  # kernel entries per batched pass (2 MB of float32: cache-resident)
 _EXP_FLOOR = -80.0  # exp() below this is subnormal in float32 (slow path): clamp first
 _PAD = -1e30  # log-weight of padding slots (exp -> 0)

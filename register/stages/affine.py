@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -120,7 +120,8 @@ def affine_robot(
         x: ``(N, D)`` source points, data units; y: ``(M, D)`` target points.
         a: ``(N,)`` source masses; b: ``(M,)`` target masses (any positive scale).
         cfg: stage settings with lengths in data units.
-        ms: matching settings (backend, device, Sinkhorn tolerances).
+        ms: matching settings (backend, device, Sinkhorn tolerances); ``cfg.max_iter``, when
+            set, replaces their ``max_iter``.
         rng: seeded generator for the subsamples.
         init: starting transform (default: identity, or the best multi-start).
 
@@ -128,6 +129,8 @@ def affine_robot(
         :class:`AffineResult`.
     """
     t0 = time.perf_counter()
+    if cfg.max_iter:
+        ms = replace(ms, max_iter=cfg.max_iter)
     x, a, _ = subsample(x, a, cfg.max_points, rng)
     y, b, _ = subsample(y, b, cfg.max_points, rng)
     start = -1

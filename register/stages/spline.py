@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 # Wide-kernel fits of (4) run on the data aggregated in voxels of this fraction of the kernel
 # width (see :func:`aggregate`).
 DATA_CELL = 0.25
+# ... when that leaves at most this fraction of the points (cost O(N C^2): 10k vessel points,
+# sigma 10 mm, 2000 controls: 5096 voxels, 1.2 s -> 0.77 s per fit).
+MIN_AGGREGATION = 0.75
 
 
 @dataclass
@@ -121,12 +124,12 @@ def aggregate(
     first-order terms cancel because ``z_c`` is the weighted centroid. For a Gaussian field of
     width ``sigma`` and ``cell = sigma / 4`` the neglected part is ~``(cell / sigma)^2 / 12``
     (0.5 %) of the field's curvature. Voxels with no weight are dropped; returns the data
-    unchanged when aggregation would not halve it.
+    unchanged when aggregation would not remove a quarter of it (``MIN_AGGREGATION``).
     """
     keep = w > 0
     z, d, w = z[keep], d[keep], w[keep]
     labels, n = voxel_labels(z, cell)
-    if n > len(z) // 2:
+    if n > MIN_AGGREGATION * len(z):
         return z, d, w
     return (
         voxel_means(labels, n, w, z),
