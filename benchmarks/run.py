@@ -491,6 +491,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
+    args.argv = argv
     families = list(suites.FAMILIES) if args.suite == "all" else [s.strip() for s in args.suite.split(",")]
     bad = [f for f in families if f not in suites.FAMILIES]
     if bad:
@@ -520,14 +521,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     wanted = [c.strip() for c in args.cases.split(",")] if args.cases else None
-    stem = f"suite_{args.suite.replace(',', '+')}" + ("_quick" if args.quick else "")
+    for family in families:  # one result file per family, whatever --suite groups
+        run_family(family, args, methods, data, out, wanted)
+    return 0
+
+
+def run_family(
+    family: str, args: argparse.Namespace, methods: list[str], data: Path, out: Path, wanted: list[str] | None
+) -> None:
+    """Run ``methods`` on the cases of one family and write ``suite_<family>.{json,csv,md}``
+    (merged into the existing file with ``--update`` / ``--resume``)."""
+    stem = f"suite_{family}" + ("_quick" if args.quick else "")
     if wanted and not (args.update or args.resume):
         stem += "_partial"  # a subset on its own; with --update/--resume it merges into the full results
     meta = {
-        "suite": args.suite,
+        "suite": family,
         "quick": args.quick,
         "methods": methods,
-        "command": "python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m benchmarks.run " + shlex.join(sys.argv[1:] if args.argv is None else args.argv),
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_info(),
         "threads": args.threads,
@@ -542,38 +553,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.update or args.resume:
         records, meta = merge_base(out / f"{stem}.json", meta, methods, not args.resume, wanted)
     done = {(r["case"], r["method"]) for r in records} if args.resume else set()
-    say(f"suite {args.suite}{' (quick)' if args.quick else ''}: methods {', '.join(methods)}")
+    say(f"suite {family}{' (quick)' if args.quick else ''}: methods {', '.join(methods)}")
     t_start = time.perf_counter() - meta.get("previous_seconds", 0.0)
-    for family in families:
-        names = suites.case_names(family, args.quick)
-        if wanted:
-            names = [n for n in suites.CATALOG[family] if n in wanted]
-        for folder in suites.missing_folders(family, data, names):
-            print(f"warning: {data / folder} not found: skipping its {family} cases", file=sys.stderr)
-        for case in suites.load_cases(family, data, names):
+    names = suites.case_names(family, args.quick)
+    if wanted:
+        names = [n for n in suites.CATALOG[family] if n in wanted]
+    for folder in suites.missing_folders(family, data, names):
+        print(f"warning: {data / folder} not found: skipping its {family} cases", file=sys.stderr)
+    for case in suites.load_cases(family, data, names):
+        say(f"[{family}] {case.name}: {len(case.source)} -> {len(case.target)} points, preset {case.preset}")
+        for method in ["none", *[m for m in methods if m != "none"]]:
+            if (case.name, method) in done:
+                say(f"  {method:22s} already recorded (--resume)")
+                continue
+            r = run_method(method, case, args)
+            records = [q for q in records if (q["case"], q["method"]) != (case.name, method)]
+            records.append(r)
+            detail = "" if r["status"] == "ok" else f"  {r.get('message', '')[-200:]!r}"
             say(
-                f"[{family}] {case.name}: {len(case.source)} -> {len(case.target)} points, preset {case.preset}"
+                f"  {method:22s} {r['status'][:60]:12s} {fmt(r.get('value'), _digits(case.unit))} {case.unit}"
+                f"  wall {fmt(r.get('seconds'), 1)} s  cpu {fmt(r.get('cpu_seconds'), 1)} s"
+                f"  peak {fmt(r.get('peak_rss_mb'), 0)} MiB{detail if r['status'].startswith('error') else ''}"
             )
-            for method in ["none", *[m for m in methods if m != "none"]]:
-                if (case.name, method) in done:
-                    say(f"  {method:22s} already recorded (--resume)")
-                    continue
-                r = run_method(method, case, args)
-                records = [q for q in records if (q["case"], q["method"]) != (case.name, method)]
-                records.append(r)
-                detail = "" if r["status"] == "ok" else f"  {r.get('message', '')[-200:]!r}"
-                say(
-                    f"  {method:22s} {r['status'][:60]:12s} {fmt(r.get('value'), _digits(case.unit))} {case.unit}"
-                    f"  wall {fmt(r.get('seconds'), 1)} s  cpu {fmt(r.get('cpu_seconds'), 1)} s"
-                    f"  peak {fmt(r.get('peak_rss_mb'), 0)} MiB{detail if r['status'].startswith('error') else ''}"
-                )
-                meta["total_seconds"] = time.perf_counter() - t_start
-                write_all(out, stem, records, meta)
+            meta["total_seconds"] = time.perf_counter() - t_start
+            write_all(out, stem, records, meta)
     meta["total_seconds"] = time.perf_counter() - t_start
     meta["finished"] = True
     write_all(out, stem, records, meta)
     say(f"done in {meta['total_seconds']:.0f} s; wrote {out / stem}.{{json,csv,md}}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -236,3 +236,17 @@ def test_update_of_some_cases_keeps_the_others(data: Path, tmp_path: Path) -> No
     assert set(by_key) == set(first) and len(merged) == 4
     assert by_key[("teaser/benchmark_1", "open3d_icp")] == first[("teaser/benchmark_1", "open3d_icp")]
     assert not (tmp_path / "suite_rigid_partial.json").exists()
+
+
+def test_several_suites_write_one_file_per_family(data: Path, tmp_path: Path) -> None:
+    """``--suite rigid,sceneflow --update`` merges into each family's own file (a combined file
+    would duplicate the records the README's summary reads from every ``suite_*.json``)."""
+    base = ["--data", str(data), "--quick", "--out", str(tmp_path), "--methods", "open3d_icp"]
+    assert run.main([*base, "--suite", "rigid"]) == 0
+    assert run.main([*base, "--suite", "rigid,sceneflow", "--update"]) == 0
+    written = sorted(p.name for p in tmp_path.glob("suite_*.json"))
+    assert written == ["suite_rigid_quick.json", "suite_sceneflow_quick.json"]
+    for family in ("rigid", "sceneflow"):
+        payload = json.loads((tmp_path / f"suite_{family}_quick.json").read_text())
+        assert payload["suite"] == family
+        assert {r["family"] for r in payload["records"]} == {family}
