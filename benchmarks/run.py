@@ -97,14 +97,18 @@ def say(message: str) -> None:
 # ----------------------------------------------------------------- register in a child process
 
 
-def _register_config(preset: str):
-    """A preset name (or TOML path), or one of ``suites.SPECIAL_PRESETS``."""
+def _register_config(preset: str, overrides: list[str] = ()):
+    """A preset name (or TOML path), or one of ``suites.SPECIAL_PRESETS``, with ``--set``
+    ``overrides`` (``TABLE.KEY=VALUE``) applied."""
+    from register.config import from_dict, load_config, with_overrides
+
     if preset in suites.SPECIAL_PRESETS:
         from benchmarks.core import TEASER_CONFIG
-        from register.config import from_dict
 
-        return from_dict(TEASER_CONFIG, origin=f"benchmark preset {preset}")
-    return preset
+        cfg = from_dict(TEASER_CONFIG, origin=f"benchmark preset {preset}")
+    else:
+        cfg = load_config(preset)
+    return with_overrides(cfg, list(overrides))
 
 
 def register_setup() -> None:
@@ -118,11 +122,13 @@ def register_setup() -> None:
     register(x, x + 0.1, "default", device="cpu", seed=0)
 
 
-def register_work(source: np.ndarray, target: np.ndarray, preset: str, seed: int, device: str) -> dict:
+def register_work(
+    source: np.ndarray, target: np.ndarray, preset: str, seed: int, device: str, overrides: list[str] = ()
+) -> dict:
     """The timed call in the child: ``register.pipeline.register(source, target, preset)``."""
     from register.pipeline import register
 
-    result = register(source, target, _register_config(preset), device=device, seed=seed)
+    result = register(source, target, _register_config(preset, overrides), device=device, seed=seed)
     info = {
         "stage_seconds": {s["name"]: s["seconds"] for s in result.stages},
         **{k: result.metrics.get(k) for k in ("backend", "chamfer_before", "chamfer_after")},
@@ -171,7 +177,7 @@ def run_method(method: str, case: suites.Case, args: argparse.Namespace) -> dict
     base["parent_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if method == "register":
         out = run_register_limited(
-            register_work, (case.source, case.target, case.preset, args.seed, args.device), args
+            register_work, (case.source, case.target, case.preset, args.seed, args.device, args.set), args
         )
         res = {
             "status": out.status,
@@ -380,7 +386,8 @@ def write_markdown(path: Path, records: list[dict], meta: dict) -> None:
         f"Python {m['python']}, " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"- child processes: threads {meta['threads']} (OMP/OPENBLAS/MKL_NUM_THREADS), "
         f"OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']}, nice {m['nice']}, time limit {meta['time_limit_s']:g} s, "
-        f"memory limit {meta['memory_limit_mb'] or 'none'} MiB, seed {meta['seed']}, device {meta['device']}",
+        f"memory limit {meta['memory_limit_mb'] or 'none'} MiB, seed {meta['seed']}, device {meta['device']}"
+        + (f", register overrides {' '.join(meta['set'])}" if meta.get("set") else ""),
         "- inputs: read from the shared data folder (never copied); targets shuffled with "
         "`numpy.random.default_rng(0).permutation`; identical inputs for every method. Cells: "
         "headline metric (wall s of the registration call); `timeout` / `oom` / `error` / `n/a` "
@@ -435,8 +442,8 @@ def merge_base(
     if not path.exists():
         return [], meta
     old = json.loads(path.read_text())
-    for key in ("seed", "threads", "time_limit_s", "memory_limit_mb", "device", "quick"):
-        if old.get(key) != meta[key]:
+    for key in ("seed", "threads", "time_limit_s", "memory_limit_mb", "device", "quick", "set"):
+        if old.get(key, [] if key == "set" else None) != meta[key]:
             raise SystemExit(
                 f"error: --update: {path} was made with {key}={old.get(key)!r}, this run has "
                 f"{meta[key]!r}; use the same settings or another --out"
@@ -472,6 +479,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="device of register (cpu, cuda, auto)")
     p.add_argument("--quick", action="store_true", help="one small case per family, fast methods only")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="TABLE.KEY=VALUE",
+        help="override a key of register's preset in every case (repeatable), e.g. "
+        "--set pipeline.backend=geomloss; use another --out to keep the default results",
+    )
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/suite"), help="results folder")
     p.add_argument(
         "--update",
@@ -515,6 +530,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    from register.errors import ConfigError
+
+    try:  # a bad --set fails here, not once per case in the children
+        _register_config("default", args.set)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = args.out.resolve()
     if data.resolve() == out or data.resolve() in out.parents:
         print("error: --out is inside the data folder; write results elsewhere", file=sys.stderr)
@@ -546,6 +568,7 @@ def run_family(
         "memory_limit_mb": args.memory_limit,
         "seed": args.seed,
         "device": args.device,
+        "set": list(args.set),
         "data": str(data),
         "finished": False,
     }

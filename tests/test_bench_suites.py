@@ -250,3 +250,28 @@ def test_several_suites_write_one_file_per_family(data: Path, tmp_path: Path) ->
         payload = json.loads((tmp_path / f"suite_{family}_quick.json").read_text())
         assert payload["suite"] == family
         assert {r["family"] for r in payload["records"]} == {family}
+
+
+def test_set_overrides_reach_register_and_are_recorded(data: Path, tmp_path: Path, capsys) -> None:
+    """``--set`` changes register's preset in the children (the backend they report), is
+    recorded in the results, must match on ``--update``, and a bad key fails before any run."""
+    base = [
+        "--data",
+        str(data),
+        "--quick",
+        "--suite",
+        "rigid",
+        "--out",
+        str(tmp_path),
+        "--methods",
+        "register",
+    ]
+    assert run.main([*base, "--set", "pipeline.backend=dense"]) == 0
+    payload = json.loads((tmp_path / "suite_rigid_quick.json").read_text())
+    rec = next(r for r in payload["records"] if r["method"] == "register")
+    assert payload["set"] == ["pipeline.backend=dense"] and rec["info"]["backend"] == "dense"
+    assert "register overrides pipeline.backend=dense" in (tmp_path / "suite_rigid_quick.md").read_text()
+    with pytest.raises(SystemExit, match="set"):
+        run.main([*base, "--update"])  # default settings into overridden results: refused
+    assert run.main([*base, "--set", "pipeline.bakend=dense", "--out", str(tmp_path / "bad")]) == 2
+    assert "pipeline.bakend" in capsys.readouterr().err and not (tmp_path / "bad").exists()
