@@ -23,6 +23,12 @@ Families (``FAMILIES``) and their cases (``CATALOG``, names ``group/case``):
   :func:`register.synth.deform.make_smooth_random_field`, evaluated on the source points).
 * ``rigid``: TEASER++ fixtures 1-6 (rotation error) and the small_gicp LiDAR pair (mean
   ``|T_est(x) - T_gt(x)|`` over the source points, m).
+* ``synthetic``: pairs of :func:`register.synth.pairs.make_training_pair` (the flow network's
+  training distribution: large smooth and breathing-like motion, independent resampling,
+  noise, outliers) from held-out seeds no training run draws (``HELD_OUT_STREAM`` from index
+  ``SYNTH_FIRST``): ``synth_lung`` (mm, TRE), ``synth_sceneflow`` (m, EPE3D), ``synth_shapes``
+  (% of diagonal), ``SYNTH_CASES`` each of ``SYNTH_POINTS`` points; evaluated on the source's
+  inliers. Generated, so they need no data folder (the ablation of the flow stage).
 
 Loading is lazy: ``load_cases(family, data, names=...)`` only reads the files of the cases asked
 for. Everything is deterministic (fixed seeds), so every method gets identical inputs.
@@ -37,10 +43,19 @@ from pathlib import Path
 
 import numpy as np
 
-FAMILIES = ("lung", "sceneflow", "shapes", "rigid")
+FAMILIES = ("lung", "sceneflow", "shapes", "rigid", "synthetic")
 METRICS = ("tre", "scene_flow", "relative", "rotation")
 STANFORD_POINTS = 8000  # per cloud (source and target) of the synthetic shape cases
 STANFORD_SEEDS = {"bunny": 11, "armadillo": 12, "dragon": 13}
+SYNTH_CASES = 4  # held-out synthetic pairs per kind
+SYNTH_POINTS = 8192  # points per cloud of each
+SYNTH_FIRST = 2000  # first held-out index (training runs validate on 0-999, flow_heldout 1000+)
+# kind -> (preset, metric, unit) of the synthetic cases
+SYNTH_KINDS = {
+    "lung": ("lung", "tre", "mm"),
+    "sceneflow": ("sceneflow", "scene_flow", "m"),
+    "shapes": ("shapes", "relative", "% of diagonal"),
+}
 # TEASER fixtures: the affine stage only, similarity mode, multi-start (as benchmarks/core.py).
 SPECIAL_PRESETS = {"teaser": "benchmarks.core.TEASER_CONFIG"}
 # Folders each family needs (a missing one skips its cases with a warning).
@@ -49,6 +64,7 @@ FOLDERS = {
     "sceneflow": ("sceneflow",),
     "shapes": ("shapes/bcpd", "shapes/stanford"),
     "rigid": ("rigid/teaser", "rigid/small_gicp"),
+    "synthetic": (),
 }
 # One small case per family for ``--quick``.
 QUICK = {
@@ -56,6 +72,7 @@ QUICK = {
     "sceneflow": "kitti/000000",
     "shapes": "bcpd/male",
     "rigid": "teaser/benchmark_1",
+    "synthetic": "synth_lung/0",
 }
 
 
@@ -265,6 +282,31 @@ def _small_gicp(data: Path) -> Case:
     return _pair_case("rigid", "small_gicp/lidar", src, tgt, src, truth, "tre", "rigid", "m")
 
 
+# ------------------------------------------------------------------------------- synthetic
+
+
+def _synthetic(kind: str, index: int) -> Case:
+    from register.synth.pairs import HELD_OUT_STREAM, make_training_pair, pair_seed
+
+    preset, metric, unit = SYNTH_KINDS[kind]
+    seed = pair_seed(0, HELD_OUT_STREAM, SYNTH_FIRST + index)
+    pair = make_training_pair(kind, seed, SYNTH_POINTS)
+    inl = pair.source[pair.valid]
+    name = f"synth_{kind}/{index}"
+    return _pair_case(
+        "synthetic",
+        name,
+        pair.source,
+        pair.target,
+        inl,
+        inl + pair.flow[pair.valid],
+        metric,
+        preset,
+        unit,
+        seed=seed,
+    )
+
+
 # ---------------------------------------------------------------------------------- catalog
 
 Builder = Callable[[Path], Case]
@@ -296,6 +338,11 @@ CATALOG: dict[str, dict[str, Builder]] = {
         **{f"teaser/benchmark_{n}": (lambda d, n=n: _teaser(d, n)) for n in range(1, 7)},
         "small_gicp/lidar": _small_gicp,
     },
+    "synthetic": {
+        f"synth_{kind}/{i}": (lambda d, kind=kind, i=i: _synthetic(kind, i))
+        for kind in SYNTH_KINDS
+        for i in range(SYNTH_CASES)
+    },
 }
 # The folder each group's files live in (to skip a group whose data is missing).
 GROUP_FOLDER = {
@@ -309,6 +356,7 @@ GROUP_FOLDER = {
     "stanford": "shapes/stanford",
     "teaser": "rigid/teaser",
     "small_gicp": "rigid/small_gicp",
+    **{f"synth_{kind}": None for kind in SYNTH_KINDS},  # generated: no folder
 }
 
 
@@ -321,7 +369,7 @@ def case_names(family: str, quick: bool = False) -> list[str]:
 def missing_folders(family: str, data: Path, names: list[str]) -> list[str]:
     """Data folders (relative to ``data``) the given cases need but that do not exist."""
     needed = dict.fromkeys(GROUP_FOLDER[n.split("/", 1)[0]] for n in names)
-    return [f for f in needed if not (data / f).is_dir()]
+    return [f for f in needed if f is not None and not (data / f).is_dir()]
 
 
 def load_cases(family: str, data: Path, names: list[str] | None = None) -> Iterator[Case]:

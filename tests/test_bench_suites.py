@@ -26,6 +26,7 @@ SMALL = {
     "sceneflow": ["kitti/000000"],
     "shapes": ["bcpd/male", "stanford/bunny"],
     "rigid": ["teaser/benchmark_1", "teaser/benchmark_6"],
+    "synthetic": ["synth_lung/0", "synth_sceneflow/1", "synth_shapes/2"],
 }
 
 
@@ -275,3 +276,20 @@ def test_set_overrides_reach_register_and_are_recorded(data: Path, tmp_path: Pat
         run.main([*base, "--update"])  # default settings into overridden results: refused
     assert run.main([*base, "--set", "pipeline.bakend=dense", "--out", str(tmp_path / "bad")]) == 2
     assert "pipeline.bakend" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_synthetic_cases_need_no_data_and_use_seeds_no_training_draws(tmp_path: Path) -> None:
+    """The synthetic family is generated (an empty data folder is enough), from held-out seeds
+    that neither training pairs nor the training runs' validation pairs use."""
+    from register.synth.pairs import HELD_OUT_STREAM, TRAIN_STREAM, pair_seed
+
+    cases = list(suites.load_cases("synthetic", tmp_path, ["synth_lung/0", "synth_shapes/1"]))
+    assert [c.name for c in cases] == ["synth_lung/0", "synth_shapes/1"]
+    lung = cases[0]
+    assert lung.preset == "lung" and lung.unit == "mm" and lung.metric == "tre"
+    assert len(lung.source) == suites.SYNTH_POINTS and len(lung.eval_source) <= len(lung.source)
+    moved = np.linalg.norm(lung.eval_reference - lung.eval_source, axis=1)
+    assert moved.mean() > 1.0  # mm: a real deformation to recover
+    used = {pair_seed(0, TRAIN_STREAM, i) for i in range(50_000)}
+    used |= {pair_seed(0, HELD_OUT_STREAM, i) for i in range(suites.SYNTH_FIRST)}
+    assert not {c.info["seed"] for c in cases} & used
