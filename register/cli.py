@@ -754,6 +754,31 @@ def train_command(
     validation_pairs: Annotated[
         int, typer.Option(help="Held-out synthetic pairs of each validation.", rich_help_panel=ADVANCED)
     ] = 8,
+    real: Annotated[
+        Path | None,
+        typer.Option(
+            help="Real, unlabelled pairs for an unsupervised OT loss: a manifest (.csv / .jsonl with "
+            "id,source,target) or a folder DIR/<id>/source.<ext> + target.<ext>."
+        ),
+    ] = None,
+    ot_weight: Annotated[
+        float, typer.Option(help="Weight of the OT loss on --real pairs.", rich_help_panel=ADVANCED)
+    ] = 1.0,
+    ot_blur: Annotated[
+        float,
+        typer.Option(
+            help="Blur of the OT loss, model units (1 = the source's RMS radius; 10 m for sceneflow).",
+            rich_help_panel=ADVANCED,
+        ),
+    ] = 0.02,
+    ot_reach: Annotated[
+        float,
+        typer.Option(help="Reach of the OT loss, model units (inf: balanced).", rich_help_panel=ADVANCED),
+    ] = float("inf"),
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Start from this model's weights (fine-tuning), e.g. with --real."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar and no summary.")] = False,
 ) -> None:
     """Train a flow network (stage 2) on synthetic pairs with known flow, and save it.
@@ -764,12 +789,27 @@ def train_command(
     model with --set flow.model=OUT --stages affine,flow,spline.
 
     Example: register train --preset lung --steps 2000 --out lung.pt
+
+    Fine-tuning on real pairs: register train --preset lung --steps 500 --out lung_ft.pt
+    --init lung.pt --real pairs.csv
     """
     _setup_logging(False, quiet)
     try:
         from register.models.train import TrainSettings
 
+        net = None
+        if init is not None:  # the run's network is the initial model's
+            from register.models.checkpoint import read_checkpoint
+            from register.models.pointpwc import FlowNetConfig
+
+            net = FlowNetConfig(**read_checkpoint(init, option="--init")["architecture"])
         settings = TrainSettings(
+            net=net,
+            real=str(real) if real is not None else "",
+            ot_weight=ot_weight,
+            ot_blur=ot_blur,
+            ot_reach=ot_reach,
+            init=str(init) if init is not None else "",
             preset=preset,
             steps=steps,
             batch_size=batch_size,
@@ -796,6 +836,12 @@ def train_command(
             # float sums may depend on the thread count: record it for bit-for-bit reproduction
             + (f" --threads {threads}" if threads is not None else "")
             + (f" --validation-pairs {validation_pairs}" if validation_pairs != 8 else "")
+            + (f" --init {init}" if init is not None else "")
+            + (
+                f" --real {real} --ot-weight {ot_weight} --ot-blur {ot_blur} --ot-reach {ot_reach}"
+                if real is not None
+                else ""
+            )
         )
         result = _train_with_progress(settings, out, resume, overwrite, device, command, quiet)
     except InputError as exc:

@@ -103,6 +103,12 @@ class TrainSettings:
         validation_pairs: held-out pairs of each validation.
         net: network hyper-parameters (``None``: the default :class:`FlowNetConfig`, with one
             input feature when the preset has one).
+        real: real, unlabelled pairs for the OT loss (3) (a manifest or a folder, see
+            :mod:`register.models.finetune`; "" = synthetic supervision only).
+        ot_weight: weight of (3) against (1); ot_blur, ot_reach: its blur and reach, model
+            units (the preset's normalisation: ~RMS radius 1 for lung / shapes, 10 m for
+            sceneflow; ``inf`` reach = balanced).
+        init: checkpoint whose weights start the run (fine-tuning; "" = random initialisation).
     """
 
     preset: str = "lung"
@@ -119,6 +125,11 @@ class TrainSettings:
     checkpoint_every: int = 100
     validation_pairs: int = 8
     net: FlowNetConfig | None = None
+    real: str = ""
+    ot_weight: float = 1.0
+    ot_blur: float = 0.02
+    ot_reach: float = math.inf
+    init: str = ""
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -130,6 +141,11 @@ class TrainSettings:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
         if not (self.lr > 0 and self.lr_final > 0 and self.clip > 0 and 0 <= self.feature_drop <= 1):
             raise InputError(f"invalid training settings: {self}")
+        if not (self.ot_weight >= 0 and self.ot_blur > 0 and self.ot_reach > 0):
+            raise InputError(
+                f"--ot-weight {self.ot_weight}, --ot-blur {self.ot_blur}, --ot-reach {self.ot_reach}: "
+                "the weight must be >= 0, blur and reach > 0"
+            )
         need = self.network().min_points()
         if self.points < need:
             raise InputError(f"--points {self.points}: the network needs at least {need} points per cloud")
@@ -349,11 +365,28 @@ def _check_paths(settings: TrainSettings, out: Path, resume: bool, overwrite: bo
         raise InputError(f"--resume: {state} holds no training state (optimizer, step)")
     saved = dict(payload["training"]["settings"])
     current = settings.to_dict()
-    changed = [k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k]]
+    # A key the saved run predates had its default value then.
+    defaults = TrainSettings(preset=settings.preset, net=settings.network()).to_dict()
+    changed = [k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k]]
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
         raise InputError(f"--resume: {state} was trained with other settings ({diffs}); use the same ones")
     return payload
+
+
+def _load_init(net: FlowNet, settings: TrainSettings) -> None:
+    """Start ``net`` from the weights of ``settings.init`` (same architecture, normalisation and
+    input feature as the run, else :class:`InputError`)."""
+    payload = read_checkpoint(settings.init, option="--init")
+    spec = settings.spec
+    if payload["architecture"] != net.cfg.to_dict():
+        raise InputError(f"--init {settings.init}: its network architecture differs from this run's")
+    if payload["normalisation"] != spec.normalisation.to_dict() or payload["feature"] != spec.feature:
+        raise InputError(
+            f"--init {settings.init}: trained with another normalisation or input feature than "
+            f"--preset {settings.preset}"
+        )
+    net.load_state_dict(payload["state_dict"])
 
 
 def train(
@@ -387,6 +420,8 @@ def train(
     spec, cfg = settings.spec, settings.network()
     net = FlowNet(cfg)
     init_parameters(net, settings.seed)
+    if settings.init:
+        _load_init(net, settings)
     net.to(device).train()
     # foreach: one multi-tensor update instead of ~150 small ones (the for-loop default on CPU).
     optimiser = torch.optim.Adam(net.parameters(), lr=settings.lr, foreach=True)
@@ -397,6 +432,11 @@ def train(
         step, seconds = int(payload["training"]["step"]), float(payload["training"]["seconds"])
         history = list(payload["metadata"].get("validation_history", []))
     source = PairSource(settings)
+    real = None
+    if settings.real:
+        from register.models.finetune import RealPairs, real_pair_files
+
+        real = RealPairs(real_pair_files(settings.real), spec.feature)
     held_out = validation_pairs(spec.kind, settings.validation_pairs, settings.points)
     weights = settings.weights()
 
@@ -404,7 +444,14 @@ def train(
         return {
             "preset": settings.preset,
             "data": f"synthetic '{spec.kind}' pairs (register.synth.pairs.RECIPES['{spec.kind}']), "
-            f"pair seeds pair_seed({settings.seed}, {TRAIN_STREAM}, i), {settings.shape_pool} shapes",
+            f"pair seeds pair_seed({settings.seed}, {TRAIN_STREAM}, i), {settings.shape_pool} shapes"
+            + (
+                f"; OT loss (weight {settings.ot_weight}, blur {settings.ot_blur}, reach "
+                f"{settings.ot_reach}) on {len(real)} real pairs from {settings.real}"
+                if real is not None
+                else ""
+            )
+            + (f"; started from {settings.init}" if settings.init else ""),
             "seed": settings.seed,
             "steps": step,
             "batch_size": settings.batch_size,
@@ -438,6 +485,11 @@ def train(
             for group in optimiser.param_groups:
                 group["lr"] = lr
             loss, levels = multiscale_loss(net, batch, weights)
+            if real is not None and settings.ot_weight > 0:
+                from register.models.finetune import ot_loss
+
+                pair = real.draw(settings.seed, step, settings.points, spec, device)
+                loss = loss + settings.ot_weight * ot_loss(net, *pair, settings.ot_blur, settings.ot_reach)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), settings.clip)
