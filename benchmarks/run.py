@@ -53,6 +53,7 @@ TITLES = {
     "sceneflow": "Scene flow: KITTI + FlyingThings3D 8k (preset `sceneflow`), EPE3D on pc1",
     "shapes": "Shapes: BCPD pairs and synthetic Stanford deformations (preset `shapes`)",
     "rigid": "Rigid: TEASER++ fixtures (affine stage, similarity, multi-start) and small_gicp LiDAR",
+    "synthetic": "Synthetic: held-out pairs of the flow network's training distribution (lung, scene flow, shapes)",
 }
 # Reference values from ../shared/data/PEERS.md (BCPD is not installable here: not run).
 REFERENCE_CASES = {

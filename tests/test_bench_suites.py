@@ -293,3 +293,35 @@ def test_synthetic_cases_need_no_data_and_use_seeds_no_training_draws(tmp_path: 
     used = {pair_seed(0, TRAIN_STREAM, i) for i in range(50_000)}
     used |= {pair_seed(0, HELD_OUT_STREAM, i) for i in range(suites.SYNTH_FIRST)}
     assert not {c.info["seed"] for c in cases} & used
+
+
+def test_every_family_has_a_title_and_writes_its_table(tmp_path: Path) -> None:
+    """The Markdown writer knows every family (a new family without a title crashed the run)."""
+    assert set(run.TITLES) == set(suites.FAMILIES)
+    case = next(suites.load_cases("synthetic", tmp_path, ["synth_sceneflow/0"]))
+    record = {
+        "family": case.family,
+        "case": case.name,
+        "group": case.group,
+        "metric": case.metric,
+        "unit": case.unit,
+        "method": "none",
+        "status": "ok",
+        "value": 1.0,
+    }
+    meta = {
+        "suite": "synthetic",
+        "quick": False,
+        "methods": ["none"],
+        "command": "test",
+        "date": "now",
+        "machine": run.machine_info(),
+        "threads": 2,
+        "time_limit_s": 1.0,
+        "memory_limit_mb": None,
+        "seed": 0,
+        "device": "cpu",
+        "data": str(tmp_path),
+    }
+    run.write_markdown(tmp_path / "t.md", [record], meta)
+    assert "synth_sceneflow/0" in (tmp_path / "t.md").read_text()
