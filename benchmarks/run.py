@@ -507,7 +507,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
-    args.argv = argv
     families = list(suites.FAMILIES) if args.suite == "all" else [s.strip() for s in args.suite.split(",")]
     bad = [f for f in families if f not in suites.FAMILIES]
     if bad:
@@ -544,13 +543,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     wanted = [c.strip() for c in args.cases.split(",")] if args.cases else None
+    command = "python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv)
     for family in families:  # one result file per family, whatever --suite groups
-        run_family(family, args, methods, data, out, wanted)
+        run_family(family, args, command, methods, data, out, wanted)
     return 0
 
 
 def run_family(
-    family: str, args: argparse.Namespace, methods: list[str], data: Path, out: Path, wanted: list[str] | None
+    family: str,
+    args: argparse.Namespace,
+    command: str,
+    methods: list[str],
+    data: Path,
+    out: Path,
+    wanted: list[str] | None,
 ) -> None:
     """Run ``methods`` on the cases of one family and write ``suite_<family>.{json,csv,md}``
     (merged into the existing file with ``--update`` / ``--resume``)."""
@@ -561,7 +567,7 @@ def run_family(
         "suite": family,
         "quick": args.quick,
         "methods": methods,
-        "command": "python -m benchmarks.run " + shlex.join(sys.argv[1:] if args.argv is None else args.argv),
+        "command": command,
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_info(),
         "threads": args.threads,

@@ -434,7 +434,7 @@ def train(
     source = PairSource(settings)
     real = None
     if settings.real:
-        from register.models.finetune import RealPairs, real_pair_files
+        from register.models.finetune import RealPairs, ot_loss, real_pair_files
 
         real = RealPairs(real_pair_files(settings.real), spec.feature)
     held_out = validation_pairs(spec.kind, settings.validation_pairs, settings.points)
@@ -486,8 +486,6 @@ def train(
                 group["lr"] = lr
             loss, levels = multiscale_loss(net, batch, weights)
             if real is not None and settings.ot_weight > 0:
-                from register.models.finetune import ot_loss
-
                 pair = real.draw(settings.seed, step, settings.points, spec, device)
                 loss = loss + settings.ot_weight * ot_loss(net, *pair, settings.ot_blur, settings.ot_reach)
             optimiser.zero_grad(set_to_none=True)
