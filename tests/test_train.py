@@ -138,6 +138,29 @@ def test_resumed_training_equals_uninterrupted(tmp_path, interrupt):
     assert resumed.validation == whole.validation
 
 
+def test_steps_changed_on_resume_are_in_the_card(tmp_path):
+    """Growing --steps on --resume changes the learning-rate schedule: the metadata and the card
+    record the schedules, and an unchanged resume records one."""
+    out = tmp_path / "m.pt"
+
+    def stop_at_2(progress):
+        if progress.step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_settings(steps=4), out, on_progress=stop_at_2)
+    train(tiny_settings(steps=6), out, resume=True)
+    assert read_checkpoint(out)["metadata"]["schedule"] == [[0, 4], [2, 6]]
+    card = out.with_suffix(".md").read_text()
+    assert "--steps 4 from step 0; then --steps 6 from step 2" in card and "stop it at step 2" in card
+    same = tmp_path / "same.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_settings(steps=4), same, on_progress=stop_at_2)
+    train(tiny_settings(steps=4), same, resume=True)
+    assert read_checkpoint(same)["metadata"]["schedule"] == [[0, 4]]
+    assert "learning-rate schedule" not in same.with_suffix(".md").read_text()
+
+
 def test_training_refuses_to_clobber_and_checks_resume(tmp_path):
     s = tiny_settings(steps=2)
     out = tmp_path / "m.pt"

@@ -15,6 +15,19 @@ def card_path(model: Path) -> Path:
     return Path(model).with_suffix(".md")
 
 
+def _schedule_rows(schedule: list) -> list[str]:
+    """A card row when ``--steps`` changed on ``--resume`` (the command alone does not reproduce
+    the weights then: the learning rate of every step depends on the scheduled total)."""
+    if len(schedule) < 2:
+        return []
+    parts = [f"--steps {steps} from step {first}" for first, steps in schedule]
+    return [
+        f"| learning-rate schedule | {'; then '.join(parts)} (changed with --resume): to reproduce, run the "
+        f"command with --steps {schedule[0][1]}, stop it at step {schedule[1][0]} and continue with "
+        "--resume and the next --steps |"
+    ]
+
+
 def model_card(payload: dict, name: str) -> str:
     """The Markdown card of a checkpoint dict (see :mod:`register.models.checkpoint`)."""
     meta = payload.get("metadata", {})
@@ -31,6 +44,7 @@ def model_card(payload: dict, name: str) -> str:
         "|---|---|",
         f"| training data | {meta.get('data', '?')} |",
         f"| command | `{meta.get('command') or '(library call)'}` |",
+        *_schedule_rows(meta.get("schedule", [])),
         f"| seed | {meta.get('seed', '?')} |",
         f"| steps | {meta.get('steps', '?')} (batch {meta.get('batch_size', '?')}, {meta.get('points', '?')} points per cloud) |",
         f"| training time | {meta.get('seconds', 0) / 3600:.2f} h ({meta.get('seconds', 0):.0f} s, torch {meta.get('torch', '?')}) |",

@@ -179,7 +179,9 @@ class TrainSettings:
         return cls(**d)
 
 
-# Settings a resumed run may change: they do not alter the weights of a given step.
+# Settings a resumed run may change. ``checkpoint_every`` does not alter the weights; ``steps``
+# changes the learning-rate schedule (2) from the step of the change on, which the model's
+# metadata records (``schedule``) so that its card can say how to reproduce it.
 _RESUMABLE_CHANGES = ("steps", "checkpoint_every")
 
 
@@ -426,11 +428,16 @@ def train(
     # foreach: one multi-tensor update instead of ~150 small ones (the for-loop default on CPU).
     optimiser = torch.optim.Adam(net.parameters(), lr=settings.lr, foreach=True)
     step, seconds, history = 0, 0.0, []
+    schedule = [[0, settings.steps]]  # [first step, scheduled steps] of each learning-rate schedule
     if payload is not None:
         net.load_state_dict(payload["state_dict"])
         optimiser.load_state_dict(payload["training"]["optimizer"])
         step, seconds = int(payload["training"]["step"]), float(payload["training"]["seconds"])
         history = list(payload["metadata"].get("validation_history", []))
+        saved_steps = int(payload["training"]["settings"]["steps"])
+        schedule = [list(s) for s in payload["metadata"].get("schedule", [[0, saved_steps]])]
+        if settings.steps != schedule[-1][1]:
+            schedule.append([step, settings.steps])
     source = PairSource(settings)
     real = None
     if settings.real:
@@ -454,6 +461,7 @@ def train(
             + (f"; started from {settings.init}" if settings.init else ""),
             "seed": settings.seed,
             "steps": step,
+            "schedule": schedule,
             "batch_size": settings.batch_size,
             "points": settings.points,
             "seconds": round(seconds, 1),
