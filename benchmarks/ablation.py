@@ -73,9 +73,11 @@ def ablation_table(base: dict[str, dict], arm: dict[str, dict]) -> tuple[str, li
         r0 = arm[cases[0]]
         digits = _digits(r0["unit"])
         label = f"{group} ({len(cases)}, {HEADLINE[r0['metric']]} {r0['unit']})"
-        failed = [c for c in cases if not (_ok(base[c]) and _ok(arm[c]))]
+        failed = [(c, side[c].get("status", "?")) for c in cases for side in (base, arm) if not _ok(side[c])]
         if failed:
-            lines.append(f"| {label} | | | | n/a: {', '.join(failed)} did not finish | |")
+            why = "; ".join(f"{c}: {status.split(':')[0]}" for c, status in failed[:3])
+            more = f" (+{len(failed) - 3} more)" if len(failed) > 3 else ""
+            lines.append(f"| {label} | | | | n/a ({why}{more}) | |")
             continue
         without = float(np.mean([base[c]["value"] for c in cases]))
         with_flow = float(np.mean([arm[c]["value"] for c in cases]))

@@ -52,7 +52,7 @@ def test_table_means_change_and_missing_cases() -> None:
     assert cells[:5] == ["a (2, TRE mm)", "3.00", "1.50", "-50.0%", "helps"]
     assert cells[5] == "1.0 -> 4.0"
     row_b = next(line for line in table.splitlines() if line.startswith("| b "))
-    assert "n/a: b/1 did not finish" in row_b
+    assert "n/a (b/1: timeout)" in row_b
     assert "c/1: only without the flow stage" in notes
     assert "d/1: only with the flow stage" in notes
     assert not any(line.startswith("| c ") or line.startswith("| d ") for line in table.splitlines())
