@@ -294,3 +294,19 @@ def test_shipped_model_beats_zero_flow_on_held_out_pairs(info):
         zero.append(np.linalg.norm(pair.flow[v], axis=1).mean())
         field.append(np.linalg.norm(res.field.displacement(pair.source)[v] - pair.flow[v], axis=1).mean())
     assert np.mean(field) < 0.8 * np.mean(zero), (field, zero)
+
+
+def test_too_few_points_for_the_flow_stage_says_how_to_fix_it():
+    from register.config import FlowConfig
+    from register.stages.flow import check_inputs
+
+    model = flow_model()
+    need = model.net.cfg.min_points()
+    with pytest.raises(
+        InputError, match=r"needs at least .*source 10, target 400.*--stages affine,spline"
+    ) as e:
+        check_inputs(model, 10, 400, 3, FlowConfig())
+    assert "raise flow.points" not in str(e.value)  # the clouds themselves are too small
+    with pytest.raises(InputError, match=rf"raise flow.points to at least {need}"):
+        check_inputs(model, 5000, 5000, 3, FlowConfig(points=need - 1))
+    check_inputs(model, 5000, 5000, 3, FlowConfig(points=need))

@@ -77,9 +77,13 @@ def check_inputs(model: FlowModel, n_source: int, n_target: int, dim: int, cfg: 
     need = model.net.cfg.min_points()
     have = min(n_source, n_target, cfg.points or model.points)
     if have < need:
+        if min(n_source, n_target) < need:  # the clouds themselves are too small
+            fix = "run without it: --stages affine,spline"
+        else:
+            fix = f"raise flow.points to at least {need}, or run without it: --stages affine,spline"
         raise InputError(
             f"--stages flow: the flow network needs at least {need} points per cloud, got {have} "
-            f"(flow.points = {cfg.points}); drop 'flow' or raise flow.points"
+            f"(source {n_source}, target {n_target}, flow.points = {cfg.points}); {fix}"
         )
 
 
