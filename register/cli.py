@@ -779,6 +779,14 @@ def train_command(
         Path | None,
         typer.Option(help="Start from this model's weights (fine-tuning), e.g. with --real."),
     ] = None,
+    keypoint_fraction: Annotated[
+        float,
+        typer.Option(
+            help="--preset lung: share of training shapes drawn as keypoint-like clouds (points near "
+            "the vessels and through the lung volume, no radius) instead of vessel trees.",
+            rich_help_panel=ADVANCED,
+        ),
+    ] = 0.0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar and no summary.")] = False,
 ) -> None:
     """Train a flow network (stage 2) on synthetic pairs with known flow, and save it.
@@ -810,6 +818,7 @@ def train_command(
             ot_blur=ot_blur,
             ot_reach=ot_reach,
             init=str(init) if init is not None else "",
+            keypoint_fraction=keypoint_fraction,
             preset=preset,
             steps=steps,
             batch_size=batch_size,
@@ -837,6 +846,7 @@ def train_command(
             + (f" --threads {threads}" if threads is not None else "")
             + (f" --validation-pairs {validation_pairs}" if validation_pairs != 8 else "")
             + (f" --init {init}" if init is not None else "")
+            + (f" --keypoint-fraction {keypoint_fraction}" if keypoint_fraction else "")
             + (
                 f" --real {real} --ot-weight {ot_weight} --ot-blur {ot_blur} --ot-reach {ot_reach}"
                 if real is not None

@@ -399,3 +399,26 @@ def test_one_8k_pair_takes_well_under_a_second_of_cpu():
     make_training_pair("sceneflow", 1, 8192)
     make_training_pair("shapes", 1, 8192)
     assert (time.process_time() - start) / 3 < 0.5
+
+
+def test_keypoint_shape_spreads_through_the_lungs_without_feature():
+    """Keypoint-like clouds: deterministic per seed, no feature, inside the lung envelopes (up to
+    the jitter of the near-vessel share), and filling them (unlike the tree's centre lines)."""
+    from scipy.spatial import cKDTree
+
+    from register.synth.shapes import KeypointShape, VesselShape
+
+    vessels = VesselShape.random(0)
+    shape = KeypointShape(vessels, near_vessels=0.5, jitter_mm=3.0)
+    a = shape.sample(4000, np.random.default_rng(1))
+    b = shape.sample(4000, np.random.default_rng(1))
+    assert a.points.shape == (4000, 3) and a.feature is None and np.array_equal(a.points, b.points)
+    envelopes = lung_envelopes(vessels.size_mm)
+    inside = np.any([e.contains(a.points) for e in envelopes], axis=0)
+    assert inside.mean() > 0.95
+    # Volume samples reach far from any vessel: the median distance to the nearest tree sample
+    # is several times that of a tree sampling.
+    tree_pts = vessels.sample(20000, np.random.default_rng(2)).points
+    d_kp = cKDTree(tree_pts).query(a.points)[0]
+    d_tree = cKDTree(tree_pts).query(vessels.sample(4000, np.random.default_rng(3)).points)[0]
+    assert np.median(d_kp) > 3 * np.median(d_tree)

@@ -447,3 +447,16 @@ def test_cli_fine_tunes_a_model_on_real_pairs(tmp_path, trained):
     bad = CliRunner().invoke(app, bad_args)
     assert bad.exit_code == 2 and "--real" in bad.stderr
     assert not (tmp_path / "x.pt").exists() and not state_path(tmp_path / "x.pt").exists()
+
+
+def test_keypoint_fraction_mixes_the_lung_pool_and_is_checked():
+    from register.synth.shapes import KeypointShape, VesselShape
+
+    with pytest.raises(InputError, match="--keypoint-fraction"):
+        tiny_settings(keypoint_fraction=1.5)
+    with pytest.raises(InputError, match="--keypoint-fraction"):
+        TrainSettings(preset="shapes", keypoint_fraction=0.5)
+    source = PairSource(tiny_settings(keypoint_fraction=0.5))
+    kinds = [type(source.shape(slot)) for slot in range(8)]
+    assert KeypointShape in kinds and VesselShape in kinds
+    assert all(isinstance(PairSource(tiny_settings()).shape(slot), VesselShape) for slot in range(4))

@@ -53,6 +53,7 @@ from register.synth.pairs import (
     make_training_pair,
     pair_seed,
 )
+from register.synth.shapes import KeypointShape
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,9 @@ class TrainSettings:
             units (the preset's normalisation: ~RMS radius 1 for lung / shapes, 10 m for
             sceneflow; ``inf`` reach = balanced).
         init: checkpoint whose weights start the run (fine-tuning; "" = random initialisation).
+        keypoint_fraction: share of the ``lung`` shape pool drawn as keypoint-like clouds of the
+            same lungs (:class:`~register.synth.shapes.KeypointShape`, no feature) instead of
+            vessel trees; 0 for the other presets.
     """
 
     preset: str = "lung"
@@ -130,6 +134,7 @@ class TrainSettings:
     ot_blur: float = 0.02
     ot_reach: float = math.inf
     init: str = ""
+    keypoint_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -141,6 +146,10 @@ class TrainSettings:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
         if not (self.lr > 0 and self.lr_final > 0 and self.clip > 0 and 0 <= self.feature_drop <= 1):
             raise InputError(f"invalid training settings: {self}")
+        if not 0 <= self.keypoint_fraction <= 1 or (self.keypoint_fraction and self.preset != "lung"):
+            raise InputError(
+                f"--keypoint-fraction {self.keypoint_fraction}: a share in [0, 1], for --preset lung only"
+            )
         if not (self.ot_weight >= 0 and self.ot_blur > 0 and self.ot_reach > 0):
             raise InputError(
                 f"--ot-weight {self.ot_weight}, --ot-blur {self.ot_blur}, --ot-reach {self.ot_reach}: "
@@ -267,9 +276,11 @@ class PairSource:
 
     def shape(self, slot: int):
         if slot not in self._shapes:
-            self._shapes[slot] = make_shape(
-                self.settings.spec.kind, pair_seed(self.settings.seed, SHAPE_STREAM, slot)
-            )
+            seed = pair_seed(self.settings.seed, SHAPE_STREAM, slot)
+            shape = make_shape(self.settings.spec.kind, seed)
+            if np.random.default_rng([seed, 2]).uniform() < self.settings.keypoint_fraction:
+                shape = KeypointShape(shape)
+            self._shapes[slot] = shape
         return self._shapes[slot]
 
     def batch(self, step: int, device) -> Batch:
@@ -456,6 +467,11 @@ def train(
                 f"; OT loss (weight {settings.ot_weight}, blur {settings.ot_blur}, reach "
                 f"{settings.ot_reach}) on {len(real)} real pairs from {settings.real}"
                 if real is not None
+                else ""
+            )
+            + (
+                f"; {settings.keypoint_fraction:.0%} of the shapes as keypoint-like clouds"
+                if settings.keypoint_fraction
                 else ""
             )
             + (f"; started from {settings.init}" if settings.init else ""),

@@ -9,6 +9,8 @@ diagonal of the shape in those units.
 
 Kinds:
     * :class:`VesselShape` - a procedural two-lung vessel tree (feature: vessel radius).
+    * :class:`KeypointShape` - keypoint-like clouds of the same lungs: points near the vessels
+      and spread through the lung volume (no feature), as keypoint detectors give on lung CT.
     * :class:`BlobShape` - a smooth random closed surface, or the volume it bounds.
     * :class:`SceneShape` - a LiDAR-like street scene without ground: cars (boxes), poles and
       trunks (cylinders), walls (planes); parts are the objects.
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from register.synth.vessels import DEFAULT_SIZE_MM, VesselTree, build_vessel_tree
+from register.synth.vessels import DEFAULT_SIZE_MM, VesselTree, build_vessel_tree, lung_envelopes
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,14 @@ class VesselShape:
     """A lung vessel tree (mm); feature: the vessel radius (mm) of each point."""
 
     tree: VesselTree
+    size_mm: tuple[float, float, float] = DEFAULT_SIZE_MM  # the box the lungs fill
 
     @classmethod
     def random(cls, seed: np.random.Generator | int | None) -> VesselShape:
         """A tree in a box of the default size scaled by 0.85-1.15 per axis (~0.35 s)."""
         rng = np.random.default_rng(seed)
         size = tuple(float(s) for s in np.asarray(DEFAULT_SIZE_MM) * rng.uniform(0.85, 1.15, 3))
-        return cls(build_vessel_tree(rng, size_mm=size))
+        return cls(build_vessel_tree(rng, size_mm=size), size)
 
     @property
     def diameter(self) -> float:
@@ -70,6 +73,37 @@ class VesselShape:
     def sample(self, m: int, rng: np.random.Generator) -> Sampling:
         points, radius = self.tree.sample(m, rng)
         return Sampling(points, radius)
+
+
+@dataclass(frozen=True)
+class KeypointShape:
+    """Keypoint-like clouds of a :class:`VesselShape`'s lungs (mm), without a feature.
+
+    Keypoint detectors on lung CT (e.g. the Foerstner keypoints of Lung250M-4B) fire at vessel
+    crossings and bifurcations all through the parenchyma: a sampling here is a share
+    ``near_vessels`` of tree points moved by an isotropic Gaussian offset of ``jitter_mm``
+    (standard deviation), the rest uniform inside the two lung envelopes (each in proportion to
+    its volume).
+    """
+
+    vessels: VesselShape
+    near_vessels: float = 0.5
+    jitter_mm: float = 3.0
+
+    @property
+    def diameter(self) -> float:
+        return self.vessels.diameter
+
+    def sample(self, m: int, rng: np.random.Generator) -> Sampling:
+        n_near = int(round(self.near_vessels * m))
+        near, _ = self.vessels.tree.sample(n_near, rng)
+        near = near + rng.normal(0.0, self.jitter_mm, near.shape)
+        envelopes = lung_envelopes(self.vessels.size_mm)
+        volumes = np.array([np.prod(e.semi_axes) for e in envelopes])
+        counts = rng.multinomial(m - n_near, volumes / volumes.sum())
+        spread = [e.sample_interior(int(c), rng) for e, c in zip(envelopes, counts, strict=True) if c]
+        points = np.concatenate([near, *spread])
+        return Sampling(points[rng.permutation(m)])
 
 
 @dataclass(frozen=True)
