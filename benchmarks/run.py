@@ -532,17 +532,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from register.errors import ConfigError
 
-    try:  # a bad --set fails here, not once per case in the children
-        _register_config("default", args.set)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # A bad --set fails here, not once per case in the children: it must fit the preset of
+    # every case to run (a per-level list must match each preset's number of levels).
+    for preset in dict.fromkeys(p for family in families for p in suites.FAMILY_PRESETS[family]):
+        try:
+            _register_config(preset, args.set)
+        except ConfigError as exc:
+            print(f"error: --set with preset {preset}: {exc}", file=sys.stderr)
+            return 2
     out = args.out.resolve()
     if data.resolve() == out or data.resolve() in out.parents:
         print("error: --out is inside the data folder; write results elsewhere", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
     wanted = [c.strip() for c in args.cases.split(",")] if args.cases else None
+    known = {name for family in families for name in suites.case_names(family)}
+    unknown = [c for c in wanted or [] if c not in known]
+    if unknown:
+        print(
+            f"error: --cases {', '.join(unknown)}: not a case of --suite {args.suite} "
+            "(names as in the result tables, e.g. dirlab4dct/case1)",
+            file=sys.stderr,
+        )
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
     command = "python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv)
     for family in families:  # one result file per family, whatever --suite groups
         run_family(family, args, command, methods, data, out, wanted)

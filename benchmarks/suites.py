@@ -58,6 +58,14 @@ SYNTH_KINDS = {
 }
 # TEASER fixtures: the affine stage only, similarity mode, multi-start (as benchmarks/core.py).
 SPECIAL_PRESETS = {"teaser": "benchmarks.core.TEASER_CONFIG"}
+# The register presets each family's cases run with (``--set`` overrides must fit all of them).
+FAMILY_PRESETS = {
+    "lung": ("lung",),
+    "sceneflow": ("sceneflow",),
+    "shapes": ("shapes",),
+    "rigid": ("rigid", "teaser"),
+    "synthetic": tuple(preset for preset, _, _ in SYNTH_KINDS.values()),
+}
 # Folders each family needs (a missing one skips its cases with a warning).
 FOLDERS = {
     "lung": ("lung/dirlab4dct", "lung/dirlab_copd", "lung/lung250m", "lung/l2r_case012"),

@@ -278,6 +278,25 @@ def test_set_overrides_reach_register_and_are_recorded(data: Path, tmp_path: Pat
     assert "pipeline.bakend" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
+def test_set_is_checked_against_the_presets_of_the_suites(tmp_path: Path, capsys) -> None:
+    """A per-level list fits the lung preset (4 levels) but not the sceneflow preset (3): checked
+    against each family's own presets, before any run."""
+    from benchmarks import run
+
+    reach = "spline.reach=[inf,inf,10,6]"
+    (tmp_path / "data").mkdir()
+    args = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--methods", "register"]
+    args += ["--set", reach]
+    assert run.main([*args, "--suite", "synthetic", "--cases", "nothing/0"]) == 2
+    err = capsys.readouterr().err
+    assert "with preset sceneflow" in err and "spline.reach" in err and not (tmp_path / "out").exists()
+    # lung alone: the --set is accepted; an unknown case name is refused before any run
+    assert run.main([*args, "--suite", "lung", "--cases", "dirlab4dct/case1,nothing/0"]) == 2
+    err = capsys.readouterr().err
+    assert "--cases nothing/0: not a case of --suite lung" in err and "--set" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_synthetic_cases_need_no_data_and_use_seeds_no_training_draws(tmp_path: Path) -> None:
     """The synthetic family is generated (an empty data folder is enough), from held-out seeds
     that neither training pairs nor the training runs' validation pairs use."""
