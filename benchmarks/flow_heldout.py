@@ -27,6 +27,30 @@ from register.synth.pairs import HELD_OUT_STREAM, make_training_pair, pair_seed
 FIRST_INDEX = 1000  # held-out indices below this are the training runs' validation pairs
 
 
+def stage_errors(pair, model, flow_cfg) -> tuple[float, float, float, float]:
+    """Stage 2 on one synthetic ``pair``: mean end-point errors (data units) over the valid
+    source points of the zero flow, of the raw network flow (on the points the network saw)
+    and of the stage's smooth field (at every source point), and the stage's seconds."""
+    t0 = time.perf_counter()
+    res = flow_predict(
+        pair.source,
+        pair.target,
+        np.ones(len(pair.source)),
+        flow_cfg,
+        model,
+        rng=np.random.default_rng(0),
+        source_feature=pair.source_feature,
+        target_feature=pair.target_feature,
+    )
+    seconds = time.perf_counter() - t0
+    v = pair.valid
+    zero = np.linalg.norm(pair.flow[v], axis=1).mean()
+    fed = v[res.indices]
+    raw = np.linalg.norm(res.flow[fed] - pair.flow[res.indices][fed], axis=1).mean()
+    field = np.linalg.norm(res.field.displacement(pair.source)[v] - pair.flow[v], axis=1).mean()
+    return float(zero), float(raw), float(field), seconds
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="checkpoint path or shipped model name")
@@ -49,24 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for i in range(args.pairs):
         seed = pair_seed(0, HELD_OUT_STREAM, FIRST_INDEX + i)
-        pair = make_training_pair(preset, seed, args.points)
-        t0 = time.perf_counter()
-        res = flow_predict(
-            pair.source,
-            pair.target,
-            np.ones(len(pair.source)),
-            flow_cfg,
-            model,
-            rng=np.random.default_rng(0),
-            source_feature=pair.source_feature,
-            target_feature=pair.target_feature,
+        zero, raw, field, seconds = stage_errors(
+            make_training_pair(preset, seed, args.points), model, flow_cfg
         )
-        seconds = time.perf_counter() - t0
-        v = pair.valid
-        zero = np.linalg.norm(pair.flow[v], axis=1).mean()
-        fed = v[res.indices]
-        raw = np.linalg.norm(res.flow[fed] - pair.flow[res.indices][fed], axis=1).mean()
-        field = np.linalg.norm(res.field.displacement(pair.source)[v] - pair.flow[v], axis=1).mean()
         rows.append((zero, raw, field, seconds))
         print(f"| {seed} | {zero:.3f} | {raw:.3f} | {field:.3f} | {seconds:.1f} |", flush=True)
     mean = np.mean(rows, axis=0)

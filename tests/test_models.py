@@ -267,32 +267,22 @@ def test_shipped_model_beats_zero_flow_on_held_out_pairs(info):
     end-point error of held-out synthetic pairs of its preset (seeds no training run draws)."""
     from dataclasses import replace
 
+    from benchmarks.flow_heldout import stage_errors
     from register.config import load_config
-    from register.stages.flow import flow_predict
     from register.synth.pairs import HELD_OUT_STREAM, make_training_pair, pair_seed
 
     model = load_model(info.name)
     cfg = load_config(info.preset)
-    flow_cfg = cfg.flow
     zero, field = [], []
     for i in range(2):
         pair = make_training_pair(info.preset, pair_seed(0, HELD_OUT_STREAM, 3000 + i), 4096)
+        flow_cfg = cfg.flow
         if cfg.pipeline.length_unit == "relative":  # lengths relative to the target's diagonal
             diagonal = float(np.linalg.norm(np.ptp(pair.target, axis=0)))
             flow_cfg = replace(cfg.flow, sigma=cfg.flow.sigma * diagonal)
-        res = flow_predict(
-            pair.source,
-            pair.target,
-            np.ones(len(pair.source)),
-            flow_cfg,
-            model,
-            rng=np.random.default_rng(0),
-            source_feature=pair.source_feature,
-            target_feature=pair.target_feature,
-        )
-        v = pair.valid
-        zero.append(np.linalg.norm(pair.flow[v], axis=1).mean())
-        field.append(np.linalg.norm(res.field.displacement(pair.source)[v] - pair.flow[v], axis=1).mean())
+        z, _, f, _ = stage_errors(pair, model, flow_cfg)
+        zero.append(z)
+        field.append(f)
     assert np.mean(field) < 0.8 * np.mean(zero), (field, zero)
 
 
