@@ -251,6 +251,7 @@ def test_flow_stage_with_a_trained_checkpoint_runs_end_to_end(trained, tmp_path)
             "affine.blurs=[30.0, 15.0]",
             "spline.sigmas=[20.0]",
             "spline.blurs=[4.0]",
+            "spline.reach=[inf]",
             "spline.iterations=1",
         ],
     )
