@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.run import HEADLINE, _digits, fmt
+from benchmarks.run import HEADLINE, _digits, _finite, fmt
 
 HELPS = -0.20  # relative change at or below which the stage helps (issue 5: >= 20 % lower)
 HURTS = 0.02  # relative change above which it hurts (issue 5: <= 2 % higher allowed)
@@ -53,8 +52,7 @@ def register_runs(payloads: list[dict]) -> dict[str, dict]:
 
 
 def _ok(r: dict) -> bool:
-    v = r.get("value")
-    return r.get("status") == "ok" and isinstance(v, int | float) and math.isfinite(v)
+    return r.get("status") == "ok" and _finite(r.get("value"))
 
 
 def ablation_table(base: dict[str, dict], arm: dict[str, dict]) -> tuple[str, list[str]]:
