@@ -43,6 +43,10 @@ class AffineConfig:
         max_iter: cap on Sinkhorn iterations at the final blur of this stage's matchings
             (0: ``pipeline.max_iter``). A global least-squares fit needs less converged plans
             than the spline stage's local displacements.
+        cluster: matchings run on voxel clusters of side ``cluster * blur`` of the source (in
+            its original frame) and the target (weighted centroids, summed masses), and the map
+            is fitted to the clusters' matches (an affine map sends centroids to centroids);
+            0: on the points.
     """
 
     mode: str = "affine"
@@ -52,6 +56,7 @@ class AffineConfig:
     multistart: bool = False
     max_points: int = 3000
     max_iter: int = 0
+    cluster: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,10 @@ class SplineConfig:
             few); otherwise, and always when 0, a fixed seeded subsample of ``max_controls``
             matched points.
         max_points: matching runs on at most this many points per cloud.
+        cluster: matchings run on voxel clusters of side ``cluster * blur`` (weighted
+            centroids, summed masses; :mod:`register.core.clusters`) instead of the points;
+            0: on the points. Detail finer than the blur is not resolved by the matching, so
+            merging it costs little accuracy and saves most of the work at coarse blurs.
     """
 
     sigmas: list[float] = field(default_factory=lambda: [0.2, 0.1, 0.05])
@@ -104,6 +113,7 @@ class SplineConfig:
     max_controls: int = 2000
     control_spacing: float = 0.5
     max_points: int = 6000
+    cluster: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -260,6 +270,11 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
     ):
         if not getattr(getattr(cfg, table), key) > 0:
             raise ConfigError(f"{origin}: {table}.{key} must be > 0")
+    for table in ("affine", "spline"):
+        if not getattr(cfg, table).cluster >= 0:
+            raise ConfigError(
+                f"{origin}: {table}.cluster = {getattr(cfg, table).cluster}: must be >= 0 (0: match the points)"
+            )
     if not cfg.spline.control_spacing >= 0:
         raise ConfigError(f"{origin}: spline.control_spacing = {cfg.spline.control_spacing}: must be >= 0")
     if cfg.flow.points < 0:

@@ -173,3 +173,49 @@ def test_wide_kernel_fit_on_voxel_aggregated_data_matches_the_full_fit(monkeypat
     q = rng.uniform(20, 180, size=(500, 3))
     gap = np.abs(summarised.displacement(q) - full.displacement(q)).max()
     assert gap < 0.02, gap  # 3-unit displacements (0.009 here; a voxel of sigma gives 0.16)
+
+
+def test_clusters_keep_mass_and_centroid_and_map_affinely():
+    from register.core.clusters import cluster
+    from register.core.transforms import Affine
+
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 10, (500, 3))
+    m = rng.uniform(0.5, 2.0, 500)
+    c = cluster(p, m, 2.0)
+    assert len(c.points) < len(p)
+    assert c.masses.sum() == pytest.approx(m.sum())
+    np.testing.assert_allclose(c.masses @ c.points, m @ p, rtol=1e-12)
+    # Each centroid lies in its voxel and is the mass-weighted mean of its members.
+    k = c.labels[0]
+    np.testing.assert_allclose(c.points[k], m[c.labels == k] @ p[c.labels == k] / m[c.labels == k].sum())
+    # An affine map sends the clusters' centroids to the centroids of the mapped points.
+    t = Affine(rng.normal(size=(3, 3)), rng.normal(size=3))
+    member = c.labels == k
+    np.testing.assert_allclose(t.apply(c.points)[k], m[member] @ t.apply(p)[member] / m[member].sum(), atol=1e-9)
+    # cell 0: the points themselves.
+    same = cluster(p, m, 0.0)
+    assert same.points is p and len(same.masses) == len(p)
+
+
+def test_wide_kernel_fit_by_syrk_equals_the_direct_normal_equations():
+    import torch
+
+    from register.kernels.dense import gaussian_kernel
+    from register.stages import spline
+
+    rng = np.random.default_rng(4)
+    z = rng.uniform(-50, 50, (400, 3))
+    d = np.stack([np.sin(z[:, 0] / 30), np.cos(z[:, 1] / 40), z[:, 2] / 100], 1)
+    w = rng.uniform(0.1, 1.0, 400)
+    controls = z[:60]
+    fld = spline.fit_kernel_field(z, d, w, controls, 40.0, 1e-3)
+    # The same normal equations (4) assembled directly (no aggregation at this density).
+    wn = w / w.sum()
+    centre = controls.mean(0)
+    k = gaussian_kernel(torch.from_numpy(z - centre), torch.from_numpy(controls - centre), (40.0,)).numpy()
+    kpp = gaussian_kernel(torch.from_numpy(controls - centre), torch.from_numpy(controls - centre), (40.0,)).numpy()
+    lhs = k.T @ (wn[:, None] * k) + 1e-3 * kpp
+    lhs[np.diag_indices_from(lhs)] += 1e-10 * lhs.diagonal().mean()
+    alpha = np.linalg.solve(lhs, k.T @ (wn[:, None] * d))
+    np.testing.assert_allclose(fld.displacement(z), k @ alpha, atol=1e-6)

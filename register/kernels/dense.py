@@ -104,6 +104,8 @@ def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, sigmas: tuple[float, ...])
         ``(N, M)`` dense matrix (callers keep ``N * M`` moderate or use :func:`kernel_product`).
     """
     c = squared_distances(x, y)
+    if len(sigmas) == 1:  # in place: one buffer, two passes
+        return c.mul_(-1.0 / sigmas[0] ** 2).exp_()
     k = torch.zeros_like(c)
     for sigma in sigmas:
         k.add_(torch.exp(c * (-1.0 / sigma**2)))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from register.config import AffineConfig
+from register.core.clusters import cluster
 from register.core.fitting import fit_affine, grid_rotations, principal_axes_rotations
 from register.core.sampling import subsample
 from register.core.transforms import Affine
@@ -53,7 +54,14 @@ class AffineResult:
 def _run_level(x, y, a, b, transform: Affine, blur, reach, cfg: AffineConfig, ms: MatchSettings, warm=None):
     """Match-then-fit rounds at one blur until the points move less than ``MOVE_TOL * blur``.
 
-    ``warm``: the last matching before this level (each round starts from the previous one)."""
+    ``warm``: the last matching before this level (each round starts from the previous one).
+    With ``cfg.cluster > 0`` the rounds run on voxel clusters of side ``cfg.cluster * blur`` of
+    ``x`` (original frame) and ``y``: ``T`` maps each source centroid to the centroid of its
+    points' images, so matching and fit see the clusters as points with summed masses."""
+    if cfg.cluster > 0:
+        source, target = cluster(x, a, cfg.cluster * blur), cluster(y, b, cfg.cluster * blur)
+        x, a, y, b = source.points, source.masses, target.points, target.masses
+        warm = None  # other clouds than the warm start's
     matches = warm
     moved = transform.apply(x)
     for _ in range(cfg.iterations):

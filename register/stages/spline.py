@@ -3,6 +3,8 @@
 At each level ``k`` (kernel width ``sigma_k`` and blur coarse to fine), ``iterations`` times:
     1. robust OT matching of the current points ``z_i = T(x_i)`` onto ``y``:
        targets ``y^_i``, confidences ``c_i``; displacements ``d_i = y^_i - z_i``;
+       (with ``cluster > 0`` the matching runs on voxel clusters of side ``cluster * blur``
+       of both clouds, :mod:`register.core.clusters`, and ``i`` below runs over the clusters);
     2. confidence-weighted kernel ridge regression of ``d`` on control points ``p_c``
        (a subsample of ``z``):
 
@@ -25,8 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.linalg.blas import dsyrk
 
 from register.config import SplineConfig
+from register.core.clusters import cluster, voxel_labels, voxel_means
 from register.core.sampling import subsample, subsample_indices
 from register.core.transforms import KernelField
 from register.kernels.dense import gaussian_kernel
@@ -84,10 +88,14 @@ def fit_kernel_field(
     k_zp = truncated_gaussian(zc, pc, (sigma,))  # (N, C) CSR, or None for a wide kernel
     if k_zp is None:  # wide kernel: dense (N, C) products, on the data aggregated per voxel
         zc, d, w = aggregate(zc, d, w, DATA_CELL * sigma)
-        k_zp = gaussian_kernel(torch.from_numpy(zc), torch.from_numpy(pc), (sigma,))
-        wt = torch.from_numpy(w)[:, None]
-        lhs = k_zp.T @ (wt * k_zp) + regularization * k_pp
-        rhs = k_zp.T @ (wt * torch.from_numpy(d))
+        # K_zp^T W K_zp = B^T B with B = W^(1/2) K_zp: a symmetric rank-N update (BLAS syrk,
+        # half the flops of a general product; B^T of a C-ordered B is Fortran-ordered: no copy).
+        root_w = torch.from_numpy(np.sqrt(w))[:, None]
+        b = gaussian_kernel(torch.from_numpy(zc), torch.from_numpy(pc), (sigma,)).mul_(root_w)
+        upper = dsyrk(1.0, b.numpy().T, trans=0, lower=0)  # (C, C), upper triangle filled
+        gram = np.triu(upper) + np.triu(upper, 1).T
+        lhs = torch.from_numpy(gram) + regularization * k_pp
+        rhs = b.T @ (root_w * torch.from_numpy(d))
     else:  # narrow kernel: sparse products, O(nnz) instead of O(N C^2)
         weighted = k_zp.multiply(w[:, None]).tocsr()
         lhs = torch.from_numpy((k_zp.T @ weighted).toarray()) + regularization * k_pp
@@ -96,21 +104,6 @@ def fit_kernel_field(
     lhs.diagonal().add_(1e-10 * float(lhs.diagonal().mean()))
     alpha = torch.linalg.solve(lhs, rhs)
     return KernelField(controls, alpha.numpy(), (sigma,))
-
-
-def voxel_labels(z: np.ndarray, cell: float) -> tuple[np.ndarray, int]:
-    """Voxel of side ``cell`` of each point of ``z (N, D)``: labels ``(N,)`` in ``[0, V)`` and ``V``."""
-    ijk = np.floor((z - z.min(0)) / cell).astype(np.int64)
-    _, labels = np.unique(ijk, axis=0, return_inverse=True)
-    labels = labels.reshape(-1)
-    return labels, int(labels.max()) + 1 if len(labels) else 0
-
-
-def voxel_means(labels: np.ndarray, n: int, w: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``w``-weighted means ``(V, K)`` of ``values (N, K)`` per voxel (``labels`` of :func:`voxel_labels`)."""
-    total = np.bincount(labels, weights=w, minlength=n)
-    sums = [np.bincount(labels, weights=w * values[:, k], minlength=n) for k in range(values.shape[1])]
-    return np.stack(sums, 1) / total[:, None]
 
 
 def aggregate(
@@ -186,10 +179,19 @@ def spline_robot(
         per_level(cfg.sigmas, n_levels), cfg.blurs, per_level(cfg.reach, n_levels), strict=True
     ):
         n_controls = 0  # controls of the level's last fit (0 when every round was skipped)
+        # Matching on voxel clusters of side cluster * blur (``cluster`` 0: on the points); the
+        # field is fitted to the clusters' displacements with their summed weights.
+        cell = cfg.cluster * blur
+        target = cluster(ys, bs, cell)
         for _ in range(cfg.iterations):
-            matches = ms.match(z, ys, az, bs, blur, reach, warm=matches)
-            d = to_numpy(matches.targets) - z
-            w = az * to_numpy(matches.confidence)
+            source = cluster(z, az, cell)
+            if cell > 0:
+                matches = None  # a warm start needs the same clouds: the clusters change
+            matches = ms.match(
+                source.points, target.points, source.masses, target.masses, blur, reach, warm=matches
+            )
+            d = to_numpy(matches.targets) - source.points
+            w = source.masses * to_numpy(matches.confidence)
             if not w.sum() > 0:
                 log.warning("spline level sigma=%.4g: no confident match; level skipped", sigma)
                 continue
@@ -199,7 +201,7 @@ def spline_robot(
                 else None
             )
             controls = z[ic] if grid is None else grid
-            fld = fit_kernel_field(z, d, w, controls, sigma, cfg.regularization)
+            fld = fit_kernel_field(source.points, d, w, controls, sigma, cfg.regularization)
             n_controls = len(controls)
             z = fld.apply(z)
             fields.append(fld)
@@ -214,6 +216,7 @@ def spline_robot(
             }
         )
         log.info("spline level sigma=%.4g blur=%.4g cost=%.4g", sigma, blur, matches.cost)
-    # Confidence of the final state, for the outputs.
-    final = ms.match(z, ys, az, bs, cfg.blurs[-1], per_level(cfg.reach, n_levels)[-1], warm=matches)
+    # Confidence of the final state, for the outputs (on the points: one per matched point).
+    warm = matches if cfg.cluster == 0 else None
+    final = ms.match(z, ys, az, bs, cfg.blurs[-1], per_level(cfg.reach, n_levels)[-1], warm=warm)
     return SplineResult(fields, to_numpy(final.confidence), ix, final.cost, levels, time.perf_counter() - t0)
