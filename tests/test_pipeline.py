@@ -90,7 +90,9 @@ def test_clustered_matchings_recover_the_deformation_as_the_point_matchings_do(m
     errors = {}
     for ratio in (0.0, 1.0):
         sizes.clear()
-        cfg = from_dict({"affine": {"cluster": ratio}, "spline": {"cluster": ratio}}, base=load_config("lung"))
+        cfg = from_dict(
+            {"affine": {"cluster": ratio}, "spline": {"cluster": ratio}}, base=load_config("lung")
+        )
         result = register(x, y, cfg)
         errors[ratio] = np.linalg.norm(result.displacement - truth, axis=1).mean()
         largest = max(sizes[:-1])  # the last matching (final confidences) runs on the points

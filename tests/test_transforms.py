@@ -192,7 +192,9 @@ def test_clusters_keep_mass_and_centroid_and_map_affinely():
     # An affine map sends the clusters' centroids to the centroids of the mapped points.
     t = Affine(rng.normal(size=(3, 3)), rng.normal(size=3))
     member = c.labels == k
-    np.testing.assert_allclose(t.apply(c.points)[k], m[member] @ t.apply(p)[member] / m[member].sum(), atol=1e-9)
+    np.testing.assert_allclose(
+        t.apply(c.points)[k], m[member] @ t.apply(p)[member] / m[member].sum(), atol=1e-9
+    )
     # cell 0: the points themselves.
     same = cluster(p, m, 0.0)
     assert same.points is p and len(same.masses) == len(p)
@@ -214,7 +216,9 @@ def test_wide_kernel_fit_by_syrk_equals_the_direct_normal_equations():
     wn = w / w.sum()
     centre = controls.mean(0)
     k = gaussian_kernel(torch.from_numpy(z - centre), torch.from_numpy(controls - centre), (40.0,)).numpy()
-    kpp = gaussian_kernel(torch.from_numpy(controls - centre), torch.from_numpy(controls - centre), (40.0,)).numpy()
+    kpp = gaussian_kernel(
+        torch.from_numpy(controls - centre), torch.from_numpy(controls - centre), (40.0,)
+    ).numpy()
     lhs = k.T @ (wn[:, None] * k) + 1e-3 * kpp
     lhs[np.diag_indices_from(lhs)] += 1e-10 * lhs.diagonal().mean()
     alpha = np.linalg.solve(lhs, k.T @ (wn[:, None] * d))
