@@ -223,3 +223,18 @@ def test_wide_kernel_fit_by_syrk_equals_the_direct_normal_equations():
     lhs[np.diag_indices_from(lhs)] += 1e-10 * lhs.diagonal().mean()
     alpha = np.linalg.solve(lhs, k.T @ (wn[:, None] * d))
     np.testing.assert_allclose(fld.displacement(z), k @ alpha, atol=1e-6)
+
+
+def test_spd_solve_by_cholesky_and_by_lu_for_a_singular_matrix():
+    import torch
+
+    from register.stages.spline import solve_spd
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(50, 50))
+    spd = torch.from_numpy(a @ a.T + 50 * np.eye(50))
+    rhs = torch.from_numpy(rng.normal(size=(50, 3)))
+    np.testing.assert_allclose((spd @ solve_spd(spd, rhs)).numpy(), rhs.numpy(), atol=1e-9)
+    indefinite = torch.from_numpy(np.diag([1.0, -1.0, 2.0]))  # no Cholesky factor: LU
+    rhs3 = torch.ones(3, 1, dtype=torch.float64)
+    np.testing.assert_allclose(solve_spd(indefinite, rhs3).numpy()[:, 0], [1.0, -1.0, 0.5])
