@@ -27,3 +27,25 @@ def memory_total() -> str:
         return f"{int(value.split()[0]) / 2**20:.1f} GiB" if value else "unknown"
     except ValueError:
         return "unknown"
+
+
+def cpu_jiffies() -> tuple[int, int] | None:
+    """``(stolen, total)`` CPU time of the whole machine since boot, in clock ticks (the ``cpu``
+    line of /proc/stat), or None where there is none. On a virtual machine ``stolen`` counts the
+    time the host ran other guests while this one was ready to run: a run during which it grows
+    is slowed down by as much, whatever its own code does."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != "cpu" or len(fields) < 9:
+        return None
+    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return ticks[7], sum(ticks)
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Per cent of the machine's CPU time stolen between two :func:`cpu_jiffies` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return 100.0 * (after[0] - before[0]) / (after[1] - before[1])

@@ -20,12 +20,37 @@ def test_synthetic_input_evaluates_a_warp_by_landmark_tre() -> None:
 def test_table_gives_ratios_to_register_auto_and_failures_by_status() -> None:
     rec = {"input": "synth", "n": 8000, "metric": "TRE mm", "peak_rss_mb": 100.0, "accuracy": 1.5}
     records = [
-        {**rec, "method": "register:auto", "status": "ok", "seconds": 100.0},
-        {**rec, "method": "register:sparse", "status": "ok", "seconds": 50.0},
+        {
+            **rec,
+            "method": "register:auto",
+            "status": "ok",
+            "seconds": 100.0,
+            "cpu_seconds": 150.0,
+            "steal_pct": 1.0,
+        },
+        {
+            **rec,
+            "method": "register:sparse",
+            "status": "ok",
+            "seconds": 50.0,
+            "cpu_seconds": 60.0,
+            "steal_pct": 30.0,
+        },
         {**rec, "method": "probreg_cpd_nonrigid", "status": "timeout", "seconds": np.nan},
     ]
     lines = table(records, ["register:auto", "register:sparse", "probreg_cpd_nonrigid"])
-    assert "100.0 s, 100 MiB, 1.5" in lines[2] and "50.0 s (x0.50)" in lines[2] and "timeout" in lines[2]
+    assert "100.0 s (150.0 s CPU), 100 MiB, 1.5" in lines[2]  # steal below 5 %: not shown
+    assert "50.0 s (x0.50) (60.0 s CPU, 30 % stolen)" in lines[2] and "timeout" in lines[2]
+
+
+def test_steal_share_from_two_proc_stat_readings() -> None:
+    from benchmarks.machine import cpu_jiffies, steal_percent
+
+    assert steal_percent((10, 1000), (60, 1200)) == 25.0
+    assert steal_percent(None, (60, 1200)) is None and steal_percent((10, 1000), (10, 1000)) is None
+    reading = cpu_jiffies()
+    if reading is not None:  # Linux
+        assert 0 <= reading[0] <= reading[1]
 
 
 def test_ot_solve_table_gives_ratios_and_gaps_to_dense() -> None:
