@@ -134,14 +134,10 @@ def aggregate(
     """
     keep = w > 0
     z, d, w = z[keep], d[keep], w[keep]
-    labels, n = voxel_labels(z, cell)
-    if n > MIN_AGGREGATION * len(z):
+    merged = cluster(z, w, cell)
+    if len(merged.points) > MIN_AGGREGATION * len(z):
         return z, d, w
-    return (
-        voxel_means(labels, n, w, z),
-        voxel_means(labels, n, w, d),
-        np.bincount(labels, weights=w, minlength=n),
-    )
+    return merged.points, voxel_means(merged.labels, len(merged.points), w, d), merged.masses
 
 
 def grid_controls(z: np.ndarray, cell: float, max_controls: int) -> np.ndarray | None:
