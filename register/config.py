@@ -99,6 +99,8 @@ class SplineConfig:
             few); otherwise, and always when 0, a fixed seeded subsample of ``max_controls``
             matched points.
         max_points: matching runs on at most this many points per cloud.
+        max_iter: cap on Sinkhorn iterations at the final blur of this stage's matchings
+            (0: ``pipeline.max_iter``).
         cluster: matchings run on voxel clusters of side ``cluster * blur`` (weighted
             centroids, summed masses; :mod:`register.core.clusters`) instead of the points;
             0: on the points. Detail finer than the blur is not resolved by the matching, so
@@ -113,6 +115,7 @@ class SplineConfig:
     max_controls: int = 2000
     control_spacing: float = 0.5
     max_points: int = 6000
+    max_iter: int = 0
     cluster: float = 0.0
 
 
@@ -279,8 +282,9 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
         raise ConfigError(f"{origin}: spline.control_spacing = {cfg.spline.control_spacing}: must be >= 0")
     if cfg.flow.points < 0:
         raise ConfigError(f"{origin}: flow.points must be >= 0 (0: the model's training size)")
-    if cfg.affine.max_iter < 0:
-        raise ConfigError(f"{origin}: affine.max_iter must be >= 0 (0: pipeline.max_iter)")
+    for table in ("affine", "spline"):
+        if getattr(cfg, table).max_iter < 0:
+            raise ConfigError(f"{origin}: {table}.max_iter must be >= 0 (0: pipeline.max_iter)")
     for table, key in (
         ("pipeline", "max_iter"),
         ("affine", "iterations"),

@@ -40,8 +40,9 @@ def test_known_affine_map_is_recovered():
     assert np.abs(fitted.translation - translation).max() / np.abs(translation).max() < 1e-3
 
 
-def test_affine_max_iter_caps_only_the_affine_matchings(monkeypatch):
-    """``affine.max_iter`` replaces ``pipeline.max_iter`` in the affine stage's matchings only."""
+def test_stage_max_iter_caps_only_that_stage_s_matchings(monkeypatch):
+    """``affine.max_iter`` / ``spline.max_iter`` replace ``pipeline.max_iter`` in that stage's
+    matchings only."""
     from register.stages.common import MatchSettings
 
     seen: dict[str, set] = {"affine": set(), "spline": set()}
@@ -57,6 +58,10 @@ def test_affine_max_iter_caps_only_the_affine_matchings(monkeypatch):
     cfg = _cfg(pipeline={"max_iter": 7}, affine={"max_iter": 3})
     register(x, x + 1.0, cfg, on_stage=lambda name, state: stage.update(name=name))
     assert seen == {"affine": {3}, "spline": {7}}
+    seen = {"affine": set(), "spline": set()}
+    cfg = _cfg(pipeline={"max_iter": 7}, spline={"max_iter": 5})
+    register(x, x + 1.0, cfg, on_stage=lambda name, state: stage.update(name=name))
+    assert seen == {"affine": {7}, "spline": {5}}
 
 
 def test_smooth_deformation_is_recovered():

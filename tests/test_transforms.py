@@ -109,6 +109,53 @@ def test_narrow_kernel_field_uses_the_truncated_kernel_and_matches_the_dense_sum
     assert truncated_gaussian(points, controls, wide.sigmas) is None  # dense path for a wide kernel
 
 
+def test_local_kernel_product_matches_the_dense_sum_and_skips_far_centres(monkeypatch):
+    """Grouped rows against their nearby centres: the full dense sum to ~1e-5 of the weights,
+    with groups that really leave centres out (a kernel of 6 on a 200-wide cloud); a kernel as
+    wide as the cloud takes the plain dense product."""
+    import torch
+
+    import register.kernels.truncated as truncated
+    from register.kernels.dense import kernel_product
+
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.uniform(0, 200, size=(5000, 3)))
+    centres = torch.from_numpy(rng.uniform(0, 200, size=(800, 3)))
+    weights = torch.from_numpy(rng.normal(size=(800, 3)))
+    sizes = []
+    orig = kernel_product
+
+    def counting(a, b, w, s):
+        sizes.append(len(a) * len(b))
+        return orig(a, b, w, s)
+
+    monkeypatch.setattr("register.kernels.dense.kernel_product", counting)
+    for sigma, grouped in ((6.0, True), (60.0, False)):
+        sizes.clear()
+        out = truncated.local_kernel_product(x, centres, weights, (sigma,))
+        ref = orig(x, centres, weights, (sigma,))
+        np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-4)
+        if grouped:
+            assert len(sizes) > 1 and sum(sizes) < 0.5 * len(x) * len(centres)
+        else:
+            assert sizes == [len(x) * len(centres)]
+
+
+def test_narrow_gaussian_kernel_is_exact_where_exp_would_be_subnormal():
+    """Clamping the exponent before exp (speed) leaves the kernel's values: entries below
+    1e-300 of the peak become ~1e-304 instead of subnormals or zero."""
+    import torch
+
+    from register.kernels.dense import gaussian_kernel
+
+    x = torch.linspace(0, 400, 2001, dtype=torch.float64)[:, None]
+    k = gaussian_kernel(x, x[:1], (5.0,))[:, 0]
+    exact = torch.exp(-(x[:, 0] ** 2) / 50.0)  # |x - y|^2 / (2 sigma^2)
+    big = exact > 1e-250
+    torch.testing.assert_close(k[big], exact[big], rtol=1e-12, atol=0)
+    assert float(k[~big].max()) < 1e-250 and bool((k >= 0).all())
+
+
 def test_fit_kernel_field_sparse_and_dense_normal_equations_agree():
     """The spline stage's regression (4) gives the same field with truncated and dense kernels."""
     from register.kernels import truncated

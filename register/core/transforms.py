@@ -192,8 +192,7 @@ class KernelField(Transform):
         """``v(points)``: ``(N, D)`` displacements, data units."""
         import torch
 
-        from register.kernels.dense import kernel_product
-        from register.kernels.truncated import truncated_gaussian
+        from register.kernels.truncated import local_kernel_product, truncated_gaussian
 
         points = self.check_points(points)
         # Centre on the controls so that the float64 cost stays well conditioned.
@@ -201,7 +200,7 @@ class KernelField(Transform):
         k = truncated_gaussian(points - centre, self.controls - centre, self.sigmas)
         if k is not None:  # narrow kernel: only the pairs within a few widths
             return np.asarray(k @ self.weights)
-        v = kernel_product(
+        v = local_kernel_product(
             torch.from_numpy(points - centre),
             torch.from_numpy(self.controls - centre),
             torch.from_numpy(self.weights),

@@ -104,12 +104,21 @@ def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, sigmas: tuple[float, ...])
         ``(N, M)`` dense matrix (callers keep ``N * M`` moderate or use :func:`kernel_product`).
     """
     c = squared_distances(x, y)
-    if len(sigmas) == 1:  # in place: one buffer, two passes
-        return c.mul_(-1.0 / sigmas[0] ** 2).exp_()
+    floor = _exp_floor(c.dtype)
+    if len(sigmas) == 1:  # in place: one buffer, three passes
+        return c.mul_(-1.0 / sigmas[0] ** 2).clamp_(min=floor).exp_()
     k = torch.zeros_like(c)
     for sigma in sigmas:
-        k.add_(torch.exp(c * (-1.0 / sigma**2)))
+        k.add_(torch.exp((c * (-1.0 / sigma**2)).clamp_(min=floor)))
     return k
+
+
+def _exp_floor(dtype: torch.dtype) -> float:
+    """A log-value below which ``exp`` is negligible (< 1e-34 of 1) but still a normal number
+    in ``dtype``: clamping there first avoids the slow subnormal path of the vectorised exp
+    (a narrow kernel over a wide cloud: a 30k x 2000 float64 Gaussian at 5 mm on a lung
+    vessel tree, 1.9 s unclamped against 0.3 s clamped, one thread)."""
+    return _EXP_FLOOR if dtype in (torch.float32, torch.float16, torch.bfloat16) else -700.0
 
 
 def kernel_product(

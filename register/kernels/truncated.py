@@ -36,3 +36,49 @@ def truncated_gaussian(x: np.ndarray, centres: np.ndarray, sigmas: tuple[float, 
     d2 = k.data**2
     k.data = sum(np.exp(-d2 / (2 * s**2)) for s in sigmas)
     return k
+
+
+# Rows per spatial group of :func:`local_kernel_product` (k-d leaves of this many points at
+# most; 512-2048 within 10 % of each other on a 30k-point vessel tree).
+LOCAL_GROUP = 1024
+# ... which computes the groups densely when they would keep more than this fraction of the
+# entries anyway (the grouping then costs more than it saves: sigma 20 mm on that tree).
+LOCAL_MAX_FRACTION = 0.5
+
+
+def local_kernel_product(x, centres, weights, sigmas: tuple[float, ...]):
+    """``v_i = sum_c K(x_i, p_c) w_c`` (``(N, K)``), dense per spatial group of rows, each
+    group against only the centres within ``TRUNCATE_SIGMAS * max(sigmas)`` of its bounding
+    box (torch tensors ``x (N, D)``, ``centres (C, D)``, ``weights (C, K)``, same units).
+
+    The same truncation as :func:`truncated_gaussian` (every dropped term is below
+    ``exp(-TRUNCATE_SIGMAS^2 / 2)`` of the kernel's peak; fewer are dropped: whole boxes are
+    kept), at dense-BLAS speed where the sparse matrix would be too full to pay. A 30k-point
+    vessel tree against 2000 centres, one thread: sigma 5 mm 0.34 -> 0.11 s, 10 mm 0.32 ->
+    0.19 s; at 20 mm and wider nearly every centre is near every group: plain dense product.
+    """
+    import torch
+
+    from register.kernels.blocks import kd_leaves
+    from register.kernels.dense import kernel_product
+
+    if len(x) <= LOCAL_GROUP:
+        return kernel_product(x, centres, weights, sigmas)
+    radius = TRUNCATE_SIGMAS * max(sigmas)
+    order, leaf = kd_leaves(x, LOCAL_GROUP)
+    ends = torch.cumsum(torch.bincount(leaf), 0)
+    groups, kept = [], 0
+    for start, end in zip([0, *ends[:-1].tolist()], ends.tolist(), strict=True):
+        rows = order[start:end]
+        pts = x[rows]
+        lo, hi = pts.amin(0) - radius, pts.amax(0) + radius
+        near = ((centres >= lo) & (centres <= hi)).all(1)  # (C,) in the grown box
+        groups.append((rows, near))
+        kept += len(rows) * int(near.sum())
+    if kept > LOCAL_MAX_FRACTION * len(x) * len(centres):
+        return kernel_product(x, centres, weights, sigmas)
+    out = torch.zeros(len(x), weights.shape[1], dtype=x.dtype, device=x.device)
+    for rows, near in groups:
+        if bool(near.any()):
+            out[rows] = kernel_product(x[rows], centres[near], weights[near], sigmas)
+    return out

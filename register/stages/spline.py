@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -171,13 +171,16 @@ def spline_robot(
     Args:
         x: ``(N, D)`` source points after the previous stages, data units; y: ``(M, D)``.
         a: ``(N,)`` source masses; b: ``(M,)`` target masses.
-        cfg: stage settings, lengths in data units; ms: matching settings.
+        cfg: stage settings, lengths in data units; ms: matching settings (``cfg.max_iter``,
+            when set, replaces their ``max_iter``).
         rng: seeded generator for subsamples.
 
     Returns:
         :class:`SplineResult`.
     """
     t0 = time.perf_counter()
+    if cfg.max_iter:
+        ms = replace(ms, max_iter=cfg.max_iter)
     z, az, ix = subsample(x, a, cfg.max_points, rng)
     ys, bs, _ = subsample(y, b, cfg.max_points, rng)
     ic = subsample_indices(len(z), cfg.max_controls, rng)
