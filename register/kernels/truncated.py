@@ -38,12 +38,37 @@ def truncated_gaussian(x: np.ndarray, centres: np.ndarray, sigmas: tuple[float, 
     return k
 
 
-# Rows per spatial group of :func:`local_kernel_product` (k-d leaves of this many points at
-# most; 512-2048 within 10 % of each other on a 30k-point vessel tree).
+# Rows per spatial group of the local products below (k-d leaves of this many points at most;
+# 512-2048 within 10 % of each other on a 30k-point vessel tree).
 LOCAL_GROUP = 1024
-# ... which computes the groups densely when they would keep more than this fraction of the
-# entries anyway (the grouping then costs more than it saves: sigma 20 mm on that tree).
+# They compute densely when the groups would keep more than this fraction of the entries
+# anyway (the grouping then costs more than it saves: sigma 20 mm on that tree).
 LOCAL_MAX_FRACTION = 0.5
+# Points per group of :func:`weighted_normal_equations` (its cost is quadratic in the controls a
+# group keeps: smaller groups than for a product; 256-512 best on a 10k-point vessel tree).
+NORMAL_GROUP = 512
+
+
+def near_groups(x, centres, radius: float, group: int = LOCAL_GROUP):
+    """Rows of ``x (N, D)`` in spatial groups, each with the centres ``(C, D)`` within ``radius``
+    of its bounding box (torch tensors): ``[(rows (n_g,), near (C,) bool), ...]``, or None when
+    the groups would keep more than ``LOCAL_MAX_FRACTION`` of the ``N C`` pairs (or ``x`` is a
+    single group)."""
+    from register.kernels.blocks import kd_leaves
+
+    if len(x) <= group:
+        return None
+    order, leaf = kd_leaves(x, group)
+    ends = leaf.bincount().cumsum(0).tolist()
+    groups, kept = [], 0
+    for start, end in zip([0, *ends[:-1]], ends, strict=True):
+        rows = order[start:end]
+        pts = x[rows]
+        lo, hi = pts.amin(0) - radius, pts.amax(0) + radius
+        near = ((centres >= lo) & (centres <= hi)).all(1)  # in the grown box
+        groups.append((rows, near))
+        kept += len(rows) * int(near.sum())
+    return None if kept > LOCAL_MAX_FRACTION * len(x) * len(centres) else groups
 
 
 def local_kernel_product(x, centres, weights, sigmas: tuple[float, ...]):
@@ -59,26 +84,59 @@ def local_kernel_product(x, centres, weights, sigmas: tuple[float, ...]):
     """
     import torch
 
-    from register.kernels.blocks import kd_leaves
     from register.kernels.dense import kernel_product
 
-    if len(x) <= LOCAL_GROUP:
-        return kernel_product(x, centres, weights, sigmas)
-    radius = TRUNCATE_SIGMAS * max(sigmas)
-    order, leaf = kd_leaves(x, LOCAL_GROUP)
-    ends = torch.cumsum(torch.bincount(leaf), 0)
-    groups, kept = [], 0
-    for start, end in zip([0, *ends[:-1].tolist()], ends.tolist(), strict=True):
-        rows = order[start:end]
-        pts = x[rows]
-        lo, hi = pts.amin(0) - radius, pts.amax(0) + radius
-        near = ((centres >= lo) & (centres <= hi)).all(1)  # (C,) in the grown box
-        groups.append((rows, near))
-        kept += len(rows) * int(near.sum())
-    if kept > LOCAL_MAX_FRACTION * len(x) * len(centres):
+    groups = near_groups(x, centres, TRUNCATE_SIGMAS * max(sigmas))
+    if groups is None:
         return kernel_product(x, centres, weights, sigmas)
     out = torch.zeros(len(x), weights.shape[1], dtype=x.dtype, device=x.device)
     for rows, near in groups:
         if bool(near.any()):
             out[rows] = kernel_product(x[rows], centres[near], weights[near], sigmas)
     return out
+
+
+def weighted_normal_equations(
+    z: np.ndarray, controls: np.ndarray, w: np.ndarray, d: np.ndarray, sigma: float
+):
+    """``(K^T W K (C, C), K^T W d (C, K))`` for the Gaussian kernel ``K_ic = K(z_i, p_c)`` of
+    width ``sigma``, points ``z (N, D)``, ``controls (C, D)``, weights ``w (N,)``, data ``d (N, K)``.
+
+    ``K^T W K = B^T B`` with ``B = W^(1/2) K``: a symmetric rank-N update (BLAS ``syrk``, half
+    the flops of a general product). Per spatial group of points (:func:`near_groups`, groups of
+    ``NORMAL_GROUP``) only the controls within ``TRUNCATE_SIGMAS * sigma`` of the group enter,
+    with the truncation of :func:`truncated_gaussian`: cost ``sum_g n_g c_g^2`` instead of
+    ``N C^2``. Each group's lower triangle is added at its controls' rows and columns (sorted:
+    lower stays lower), and the sum is symmetrised once. A 10k-point vessel tree aggregated to
+    5k voxels, 2000 controls, sigma 10 mm, one thread: 0.57 -> 0.22 s.
+    """
+    import torch
+    from scipy.linalg.blas import dsyrk
+
+    from register.kernels.dense import gaussian_kernel
+
+    n_controls = len(controls)
+    zt, pt = torch.from_numpy(z), torch.from_numpy(controls)
+    root_w = np.sqrt(w)[:, None]
+    groups = near_groups(zt, pt, TRUNCATE_SIGMAS * sigma, NORMAL_GROUP)
+    if groups is None:
+        groups = [(torch.arange(len(z)), torch.ones(n_controls, dtype=torch.bool))]
+    lower = torch.zeros(n_controls * n_controls, dtype=torch.float64)  # flat (C, C)
+    rhs = np.zeros((n_controls, d.shape[1]))
+    for rows, near in groups:
+        cols = near.nonzero()[:, 0]  # increasing
+        if not len(cols):
+            continue
+        r = rows.numpy()
+        b = gaussian_kernel(zt[rows], pt[cols], (sigma,)).numpy() * root_w[r]  # (n_g, c_g)
+        # syrk on B^T (Fortran-ordered: no copy) fills the upper triangle of a Fortran-ordered
+        # (c_g, c_g) result, whose transpose is a C-ordered lower triangle.
+        block = torch.from_numpy(dsyrk(1.0, b.T, trans=0, lower=0).T).view(-1)
+        c = cols.numpy()
+        if len(cols) == n_controls:
+            lower += block
+        else:
+            lower.index_add_(0, (cols[:, None] * n_controls + cols).view(-1), block)
+        rhs[c] += b.T @ (root_w[r] * d[r])
+    lower = lower.view(n_controls, n_controls).numpy()
+    return np.tril(lower) + np.tril(lower, -1).T, rhs

@@ -27,14 +27,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from scipy.linalg.blas import dsyrk
 
 from register.config import SplineConfig
 from register.core.clusters import cluster, voxel_labels, voxel_means
 from register.core.sampling import subsample, subsample_indices
 from register.core.transforms import KernelField
 from register.kernels.dense import gaussian_kernel
-from register.kernels.truncated import truncated_gaussian
+from register.kernels.truncated import truncated_gaussian, weighted_normal_equations
 from register.stages.common import MatchSettings, per_level, to_numpy
 
 log = logging.getLogger(__name__)
@@ -99,16 +98,11 @@ def fit_kernel_field(
     zc, pc = z - centre, controls - centre
     k_pp = gaussian_kernel(torch.from_numpy(pc), torch.from_numpy(pc), (sigma,))  # (C, C) float64
     k_zp = truncated_gaussian(zc, pc, (sigma,))  # (N, C) CSR, or None for a wide kernel
-    if k_zp is None:  # wide kernel: dense (N, C) products, on the data aggregated per voxel
+    if k_zp is None:  # wide kernel: dense blocks of K_zp, on the data aggregated per voxel
         zc, d, w = aggregate(zc, d, w, DATA_CELL * sigma)
-        # K_zp^T W K_zp = B^T B with B = W^(1/2) K_zp: a symmetric rank-N update (BLAS syrk,
-        # half the flops of a general product; B^T of a C-ordered B is Fortran-ordered: no copy).
-        root_w = torch.from_numpy(np.sqrt(w))[:, None]
-        b = gaussian_kernel(torch.from_numpy(zc), torch.from_numpy(pc), (sigma,)).mul_(root_w)
-        upper = dsyrk(1.0, b.numpy().T, trans=0, lower=0)  # (C, C), upper triangle filled
-        gram = np.triu(upper) + np.triu(upper, 1).T
+        gram, rhs = weighted_normal_equations(zc, pc, w, d, sigma)
         lhs = torch.from_numpy(gram) + regularization * k_pp
-        rhs = b.T @ (root_w * torch.from_numpy(d))
+        rhs = torch.from_numpy(rhs)
     else:  # narrow kernel: sparse products, O(nnz) instead of O(N C^2)
         weighted = k_zp.multiply(w[:, None]).tocsr()
         lhs = torch.from_numpy((k_zp.T @ weighted).toarray()) + regularization * k_pp
