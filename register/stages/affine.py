@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -137,8 +137,7 @@ def affine_robot(
         :class:`AffineResult`.
     """
     t0 = time.perf_counter()
-    if cfg.max_iter:
-        ms = replace(ms, max_iter=cfg.max_iter)
+    ms = ms.capped(cfg.max_iter)
     x, a, _ = subsample(x, a, cfg.max_points, rng)
     y, b, _ = subsample(y, b, cfg.max_points, rng)
     start = -1

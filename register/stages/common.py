@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -29,6 +29,11 @@ class MatchSettings:
     max_iter: int = 10
     mass: str = "total"
     warm_start: bool = False
+
+    def capped(self, max_iter: int) -> MatchSettings:
+        """These settings with a stage's own ``max_iter`` (``affine.max_iter``,
+        ``spline.max_iter``); 0 keeps the run's."""
+        return replace(self, max_iter=max_iter) if max_iter else self
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
         """``array`` as a float32 tensor on the run's device."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -173,8 +173,7 @@ def spline_robot(
         :class:`SplineResult`.
     """
     t0 = time.perf_counter()
-    if cfg.max_iter:
-        ms = replace(ms, max_iter=cfg.max_iter)
+    ms = ms.capped(cfg.max_iter)
     z, az, ix = subsample(x, a, cfg.max_points, rng)
     ys, bs, _ = subsample(y, b, cfg.max_points, rng)
     ic = subsample_indices(len(z), cfg.max_controls, rng)
