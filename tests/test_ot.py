@@ -205,3 +205,20 @@ def test_auto_backend_choice_and_its_reason():
     assert choose_backend(30_000, 30_000, "cpu", "dense").name == "dense"
     with pytest.raises(InputError, match="--backend"):
         choose_backend(10, 10, "cpu", "fast")
+
+
+def test_nested_block_partitions_share_one_order_and_nest():
+    """Row and column blocks come from one k-d partition: same point order, and every small
+    leaf lies inside one large leaf, each of the requested size at most."""
+    from register.kernels.blocks import kd_leaves, kd_nested_leaves
+
+    x, _ = _clouds(1000, 1)
+    order, (coarse, fine) = kd_nested_leaves(x, (64, 16))
+    assert torch.equal(torch.sort(order).values, torch.arange(1000))
+    assert int(torch.bincount(coarse).max()) <= 64 and int(torch.bincount(fine).max()) <= 16
+    assert bool((coarse.diff() >= 0).all()) and bool((fine.diff() >= 0).all())
+    parents = torch.zeros(int(fine.max()) + 1, dtype=torch.int64).scatter_reduce_(0, fine, coarse, "amax")
+    assert torch.equal(parents[fine], coarse)  # one large leaf per small leaf
+    # The coarse leaves are those of a partition at that size alone (same splits).
+    alone_order, alone = kd_leaves(x, 64)
+    assert torch.equal(torch.sort(order[coarse == 3]).values, torch.sort(alone_order[alone == 3]).values)

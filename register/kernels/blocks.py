@@ -105,11 +105,23 @@ def kd_leaves(x: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     (all nodes of a depth at once). Returns ``order (N,)`` (points grouped by leaf, leaves
     consecutive) and ``leaf (N,)``, the leaf of each slot of ``order`` (non-decreasing).
     """
+    order, (leaf,) = kd_nested_leaves(x, (size,))
+    return order, leaf
+
+
+def kd_nested_leaves(x: torch.Tensor, sizes: tuple[int, ...]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """:func:`kd_leaves` for several leaf sizes of one partition: ``order (N,)`` and, per size,
+    ``leaf (N,)`` (non-decreasing along ``order``). The leaves of a smaller size are the nodes
+    of the same tree a few splits deeper, so they nest in the larger ones, and one ``order``
+    groups the points by leaf for every size."""
     n = len(x)
-    depth = max(0, math.ceil(math.log2(max(n, 1) / size)))
+    depths = [max(0, math.ceil(math.log2(max(n, 1) / size))) for size in sizes]
     order = torch.arange(n, device=x.device)
     node = torch.zeros(n, dtype=torch.int64, device=x.device)
-    for _ in range(depth):
+    leaves: dict[int, torch.Tensor] = {}  # depth -> node of each slot of ``order`` at that depth
+    for depth in range(max(depths, default=0)):
+        if depth in depths:
+            leaves[depth] = node
         pts = x[order]
         n_nodes = int(node[-1]) + 1
         big = torch.finfo(x.dtype).max
@@ -121,23 +133,37 @@ def kd_leaves(x: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         axis = (hi - lo).argmax(1)  # widest axis of each node
         key = pts.gather(1, axis[node][:, None])[:, 0]
         # Sort by (node, key): node ids dominate through a large offset on the rank of key.
+        # Points move only within their node, so shallower nodes stay contiguous.
         rank = torch.empty(n, dtype=torch.int64, device=x.device)
         rank[torch.argsort(key)] = torch.arange(n, device=x.device)
         perm = torch.argsort(node * n + rank)
         order, node = order[perm], node[perm]
+        leaves = {d: labels[perm] for d, labels in leaves.items()}
         counts = torch.bincount(node, minlength=n_nodes)
         starts = torch.cumsum(counts, 0) - counts
         pos = torch.arange(n, device=x.device) - starts[node]
         node = node * 2 + (pos >= counts[node] // 2).to(torch.int64)
         # Renumber to consecutive ids (a node of one point has a single child).
         node = torch.unique_consecutive(node, return_inverse=True)[1]
-    return order, node
+    leaves[max(depths, default=0)] = node
+    return order, [leaves[d] for d in depths]
 
 
 def make_blocks(x: torch.Tensor, size: int = BLOCK) -> Blocks:
     """Cut ``x (N, D)`` into k-d leaves of at most ``size`` points, padded (see :class:`Blocks`)."""
-    n, d = x.shape
     order, leaf = kd_leaves(x, size)
+    return _padded_blocks(x, order, leaf)
+
+
+def make_nested_blocks(x: torch.Tensor, sizes: tuple[int, ...]) -> list[Blocks]:
+    """:func:`make_blocks` for each of ``sizes``, from one k-d partition (:func:`kd_nested_leaves`)."""
+    order, leaves = kd_nested_leaves(x, sizes)
+    return [_padded_blocks(x, order, leaf) for leaf in leaves]
+
+
+def _padded_blocks(x: torch.Tensor, order: torch.Tensor, leaf: torch.Tensor) -> Blocks:
+    """:class:`Blocks` of ``x (N, D)`` with the points ``order (N,)`` in the leaves ``leaf (N,)``."""
+    n, d = x.shape
     n_blocks = int(leaf[-1]) + 1 if n else 1
     counts = torch.bincount(leaf, minlength=n_blocks)
     width = int(counts.max()) if n else 1
@@ -249,11 +275,10 @@ class BlockReducer:
         size: int = BLOCK,
         row_size: int = ROW_BLOCK,
     ):
-        # Each cloud twice: column blocks of ``size`` points, row blocks of ``row_size``.
-        self.bx, self.by = make_blocks(x, size), make_blocks(y, size)
-        same = row_size == size
-        self.rx = self.bx if same else make_blocks(x, row_size)
-        self.ry = self.by if same else make_blocks(y, row_size)
+        # Each cloud twice, from one k-d partition: column blocks of ``size`` points, row blocks
+        # of ``row_size``.
+        self.bx, self.rx = make_nested_blocks(x, (size, row_size))
+        self.by, self.ry = make_nested_blocks(y, (size, row_size))
         self.truncate = truncate
         self.pairs_kept = 0  # block pairs computed by the last call
         self.pairs_total = 0  # of all the block pairs
