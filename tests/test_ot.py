@@ -222,3 +222,63 @@ def test_nested_block_partitions_share_one_order_and_nest():
     # The coarse leaves are those of a partition at that size alone (same splits).
     alone_order, alone = kd_leaves(x, 64)
     assert torch.equal(torch.sort(order[coarse == 3]).values, torch.sort(alone_order[alone == 3]).values)
+
+
+def _curve_pair(n: int, seed: int):
+    """A curve (most pairs far apart) and a shuffled, jittered copy."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.rand(n, generator=g) * 6
+    x = torch.stack([torch.cos(t), torch.sin(t), t / 6], 1) * 0.4
+    y = x[torch.randperm(n, generator=g)] + 0.01 * torch.randn(n, 3, generator=g)
+    return x, y, g
+
+
+def _exact_terms(x, y, h, eps):
+    """All ``h_j - C_ij / eps`` in float64 ``(N, M)``."""
+    return h.double()[None] - ((x.double()[:, None] - y.double()[None]) ** 2).sum(-1) / (2 * eps)
+
+
+def test_term_lists_equal_the_full_sums_and_are_remade_only_when_the_weights_spread():
+    """Certified term lists vs all N x M terms: exact at the log-weights they were made at, after
+    a drift just within the slack (same list), after a uniform shift by far more than the slack (same list: the
+    certificate only sees the spread) and after a spread beyond the slack (list made again)."""
+    from register.kernels.blocks import BlockReducer
+    from register.kernels.lists import ListReducer
+
+    x, y, g = _curve_pair(3000, 3)
+    eps = 0.01**2
+    lists = ListReducer(BlockReducer(x, y), x, y)
+    h = 30 * torch.rand(3000, generator=g)
+    expected_builds = [1, 1, 1, 2]
+    # a spread just under the slack (16 - log 2 nats): same list, still exact.
+    moves = [h, h + 15 * torch.rand(3000, generator=g), h + 500.0, h + 40 * torch.rand(3000, generator=g)]
+    for moved, builds in zip(moves, expected_builds, strict=True):
+        s = _exact_terms(x, y, moved, eps)
+        assert (lists.softmin(eps, moved) / -eps - torch.logsumexp(s, 1)).abs().max() < 1e-3
+        avg, lse = lists.barycentre(eps, moved, y)
+        assert (avg.double() - torch.softmax(s, 1) @ y.double()).abs().max() < 1e-4
+        assert lists.builds == builds
+    # Lists are short here: a few per cent of the terms.
+    assert len(lists.lists[True].rows) < 0.05 * 3000 * 3000
+    # The other direction has its own list.
+    hx = torch.linspace(0, 5, 3000)
+    s_t = _exact_terms(y, x, hx, eps)
+    assert (lists.softmin(eps, hx, rows_are_x=False) / -eps - torch.logsumexp(s_t, 1)).abs().max() < 1e-3
+    assert lists.builds == 3
+
+
+def test_term_lists_leave_wide_kernels_to_the_blocks():
+    """Where a list would hold most terms of a row (a blur as wide as the cloud), the block
+    reductions serve, with the same exact results."""
+    from register.kernels.blocks import BlockReducer
+    from register.kernels.lists import ListReducer
+
+    x, y, g = _curve_pair(2000, 4)
+    eps = 0.5**2
+    blocks = BlockReducer(x, y)
+    blocks.softmin(eps, torch.zeros(2000))  # a block call first: its entries per row decide
+    lists = ListReducer(blocks, x, y)
+    h = torch.rand(2000, generator=g)
+    s = _exact_terms(x, y, h, eps)
+    assert (lists.softmin(eps, h) / -eps - torch.logsumexp(s, 1)).abs().max() < 1e-3
+    assert lists.builds == 0

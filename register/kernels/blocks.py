@@ -282,6 +282,7 @@ class BlockReducer:
         self.truncate = truncate
         self.pairs_kept = 0  # block pairs computed by the last call
         self.pairs_total = 0  # of all the block pairs
+        self._last_entries = 0.0
         self._maxima: dict[bool, tuple[float, torch.Tensor]] = {}  # per direction: eps, row maxima
 
     def _blocks(self, rows_are_x: bool) -> tuple[Blocks, Blocks]:
@@ -302,11 +303,52 @@ class BlockReducer:
         lse, avg = self._reduce(eps, *self._blocks(rows_are_x), h, values)
         return avg, lse
 
+    def large_terms(
+        self, eps: float, h: torch.Tensor, rows_are_x: bool, slack: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Terms that include, in each row, all those within ``truncate + slack + log M`` of its
+        largest: ``rows (E,)`` and ``cols (E,)`` point indices, rows non-decreasing (``h (M,)``:
+        log-weights of the other cloud, ``M`` its size; terms ``h_j - C_ij / eps``).
+
+        Every term left out is below ``exp(-truncate - slack - log M)`` of its row's largest or
+        in a block pair skipped at truncation ``truncate + slack``: the terms left out of a row
+        sum to less than ``2 exp(-truncate - slack)`` of its largest (see
+        :class:`register.kernels.lists.ListReducer`). One pass over the kept pairs: the floor
+        of each row is taken from the plan's probe maximum (a real term, at most the largest),
+        so a few more terms than needed may be listed.
+        """
+        rows, cols = self._blocks(rows_are_x)
+        hb = cols.gather(h, _PAD)
+        coords = _augmented(eps, rows, cols, hb)
+        plan = plan_pairs(eps, rows, cols, hb, coords, self.truncate + slack)
+        i, j = plan.i, plan.j
+        xa, ya = coords
+        floor = plan.shift - self.truncate - slack - math.log(cols.n)  # (B_rows, P)
+        floor.masked_fill_(~rows.valid, math.inf)
+        row_point, col_point = _slot_points(rows), _slot_points(cols)
+        p_rows, p_cols = xa.shape[1], ya.shape[1]
+        step = _chunk(xa, ya)
+        found_rows, found_cols = [], []
+        for start in range(0, len(i), step):
+            ic, jc = i[start : start + step], j[start : start + step]
+            s = torch.bmm(xa[ic], ya[jc].transpose(1, 2))  # (k, P_rows, P_cols)
+            k, r, c = (s >= floor[ic][:, :, None]).nonzero(as_tuple=True)
+            found_rows.append(row_point[ic[k] * p_rows + r])
+            found_cols.append(col_point[jc[k] * p_cols + c])
+        r_idx, c_idx = torch.cat(found_rows), torch.cat(found_cols)
+        order = torch.argsort(r_idx, stable=True)
+        return r_idx[order], c_idx[order]
+
+    def entries_per_row(self) -> float:
+        """Kernel entries per row computed by the last call (block pairs x their sizes)."""
+        return self._last_entries
+
     def _reduce(self, eps, rows: Blocks, cols: Blocks, h, values):
         hb = cols.gather(h, _PAD)  # (Bc, P)
         coords = _augmented(eps, rows, cols, hb)
         plan = plan_pairs(eps, rows, cols, hb, coords, self.truncate)
         self.pairs_kept, self.pairs_total = len(plan.i), len(rows.lo) * len(cols.lo)
+        self._last_entries = self.pairs_kept * rows.points.shape[1] * cols.points.shape[1] / rows.n
         vb = None if values is None else cols.gather(values, 0.0)
         # The row maxima of the previous call in this direction at the same eps (Sinkhorn's
         # fixed-point iterations: the potentials, hence the maxima, move little between calls).
@@ -364,6 +406,13 @@ def _reduce_pairs(rows: Blocks, coords: tuple[torch.Tensor, torch.Tensor], vb, p
     lse = rows.scatter(sums.log() + shift)
     avg = None if acc is None else rows.scatter(acc / sums[:, :, None])
     return lse, avg, shift
+
+
+def _slot_points(blocks: Blocks) -> torch.Tensor:
+    """``(B * P,)`` the point in each slot of the block layout, -1 on padding."""
+    out = torch.full((blocks.valid.numel(),), -1, dtype=torch.int64, device=blocks.order.device)
+    out[blocks.slots] = blocks.order
+    return out
 
 
 def _chunk(xa: torch.Tensor, ya: torch.Tensor) -> int:

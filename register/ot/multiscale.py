@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from register.kernels.blocks import TRUNCATE, BlockReducer
+from register.kernels.lists import ListReducer
 from register.ot.unbalanced import SinkhornResult, damping_factor, epsilon_schedule
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def sinkhorn_multiscale(
     coarse_clusters: int = 2000,
     truncate: float = TRUNCATE,
     warm: WarmStart | None = None,
-) -> tuple[SinkhornResult, BlockReducer, WarmStart]:
+) -> tuple[SinkhornResult, ListReducer, WarmStart]:
     """Unbalanced Sinkhorn on the hierarchy (module docstring); same contract as ``sinkhorn``.
 
     Args: as :func:`register.ot.unbalanced.sinkhorn`, plus
@@ -196,9 +197,13 @@ def sinkhorn_multiscale(
     eps = schedule[-1]
     descend(points_level)
     converged = False
-    for _ in range(max_iter):
-        f_new = update_f(cur, eps, g)
-        g_new = update_g(cur, eps, f_new)
+    # Fixed-point iterations at the final temperature on certified term lists (made from the
+    # points' blocks; the first iteration, whose potentials jump the most, on the blocks).
+    lists = ListReducer(reducer(points_level), xs[-1].points, ys[-1].points)
+    for k in range(max_iter):
+        red = reducer(points_level) if k == 0 else lists
+        f_new = damping(eps) * red.softmin(eps, ys[-1].log_mass + g / eps, rows_are_x=True)
+        g_new = damping(eps) * red.softmin(eps, xs[-1].log_mass + f_new / eps, rows_are_x=False)
         change = max((f_new - f).abs().max().item(), (g_new - g).abs().max().item())
         f, g = f_new, g_new
         iterations += 1
@@ -207,7 +212,8 @@ def sinkhorn_multiscale(
             break
     log.debug("multiscale sinkhorn: %d levels, %d iterations", points_level + 1, iterations)
     result = SinkhornResult(f=f, g=g, eps=eps, iterations=iterations, converged=converged)
-    return result, reducer(points_level), WarmStart(f, g, blur)
+    log.debug("multiscale sinkhorn: %d term lists made", lists.builds)
+    return result, lists, WarmStart(f, g, blur)
 
 
 @dataclass
