@@ -36,7 +36,9 @@ class AffineConfig:
         blurs: matching blur per level, coarse to fine (length unit).
         reach: OT reach per level (length unit; ``inf`` = balanced). One value is broadcast.
         iterations: at most this many match-then-fit rounds per level (a level stops once no
-            point moves by more than 1 % of its blur).
+            point moves by more than ``move_tol`` times its blur).
+        move_tol: a level's rounds stop once a round moves no point by more than this fraction
+            of the level's blur.
         multistart: start from 28 rotations in 3-D (24 cube rotations, 4 principal-axis
             alignments; 14 in 2-D), keep the best (for rotations beyond ~45 degrees).
         max_points: matching runs on at most this many points per cloud (seeded subsample).
@@ -53,6 +55,7 @@ class AffineConfig:
     blurs: list[float] = field(default_factory=lambda: [0.1, 0.05, 0.02])
     reach: list[float] = field(default_factory=lambda: [math.inf])
     iterations: int = 10
+    move_tol: float = 0.01
     multistart: bool = False
     max_points: int = 3000
     max_iter: int = 0
@@ -278,6 +281,8 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
             raise ConfigError(
                 f"{origin}: {table}.cluster = {getattr(cfg, table).cluster}: must be >= 0 (0: match the points)"
             )
+    if not cfg.affine.move_tol > 0:
+        raise ConfigError(f"{origin}: affine.move_tol = {cfg.affine.move_tol}: must be > 0 (a fraction of the blur)")
     if not cfg.spline.control_spacing >= 0:
         raise ConfigError(f"{origin}: spline.control_spacing = {cfg.spline.control_spacing}: must be >= 0")
     if cfg.flow.points < 0:

@@ -32,6 +32,7 @@ def test_every_preset_loads_and_round_trips():
         ({"flow": {"points": -1}}, "flow.points must be >= 0"),
         ({"affine": {"max_iter": -1}}, "affine.max_iter must be >= 0"),
         ({"spline": {"max_iter": -2}}, "spline.max_iter must be >= 0"),
+        ({"affine": {"move_tol": 0}}, "affine.move_tol = 0.0: must be > 0"),
         ({"spline": {"cluster": -0.5}}, "spline.cluster = -0.5: must be >= 0"),
         ({"affine": {"cluster": -1}}, "affine.cluster = -1.0: must be >= 0"),
         ({"flow": {"max_controls": 0}}, "flow.max_controls must be >= 1"),

@@ -64,6 +64,34 @@ def test_stage_max_iter_caps_only_that_stage_s_matchings(monkeypatch):
     assert seen == {"affine": {7}, "spline": {5}}
 
 
+def test_affine_move_tol_ends_a_level_once_a_round_moves_the_points_less(monkeypatch):
+    """Rounds of a level stop at the first that moves no point by more than ``move_tol * blur``:
+    a loose tolerance runs fewer rounds than a strict one."""
+    import register.stages.affine as affine
+
+    fits: list[np.ndarray] = []
+    original = affine.fit_affine
+
+    def spy(x, targets, weights, mode):
+        fitted = original(x, targets, weights, mode)
+        fits.append(fitted.apply(x))
+        return fitted
+
+    monkeypatch.setattr(affine, "fit_affine", spy)
+    x = _tree_points(1000, 1)
+    matrix, translation = random_affine(3, rotation_deg=10.0, scale=0.1, shear=0.05, translation=10.0)
+    y = x @ matrix.T + translation
+    rounds = {}
+    for tol in (0.001, 0.2):
+        fits.clear()
+        cfg = _cfg(
+            pipeline={"stages": ["affine"]}, affine={"blurs": [0.05, 0.02], "iterations": 20, "move_tol": tol}
+        )
+        register(x, y, cfg)
+        rounds[tol] = len(fits)
+    assert rounds[0.2] < rounds[0.001] <= 2 * 20
+
+
 def test_smooth_deformation_is_recovered():
     """5k points on a vessel tree; target = smoothly deformed copy, rows shuffled."""
     x = _tree_points(5000, 2)

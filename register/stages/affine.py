@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 MULTISTART_POINTS = 1000  # points per cloud when scoring the multi-start candidates
 MULTISTART_FINALISTS = 4  # candidates that run the whole schedule before the final choice
-MOVE_TOL = 0.01  # a level stops once no point moves by more than this fraction of the blur
 
 
 @dataclass
@@ -52,7 +51,7 @@ class AffineResult:
 
 
 def _run_level(x, y, a, b, transform: Affine, blur, reach, cfg: AffineConfig, ms: MatchSettings, warm=None):
-    """Match-then-fit rounds at one blur until the points move less than ``MOVE_TOL * blur``.
+    """Match-then-fit rounds at one blur until the points move less than ``cfg.move_tol * blur``.
 
     ``warm``: the last matching before this level (each round starts from the previous one).
     With ``cfg.cluster > 0`` the rounds run on voxel clusters of side ``cfg.cluster * blur`` of
@@ -69,7 +68,7 @@ def _run_level(x, y, a, b, transform: Affine, blur, reach, cfg: AffineConfig, ms
         weights = a * to_numpy(matches.confidence)
         transform = fit_affine(x, to_numpy(matches.targets), weights, cfg.mode)
         previous, moved = moved, transform.apply(x)
-        if np.abs(moved - previous).max() < MOVE_TOL * blur:
+        if np.abs(moved - previous).max() < cfg.move_tol * blur:
             break
     return transform, matches
 
