@@ -282,7 +282,9 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
                 f"{origin}: {table}.cluster = {getattr(cfg, table).cluster}: must be >= 0 (0: match the points)"
             )
     if not cfg.affine.move_tol > 0:
-        raise ConfigError(f"{origin}: affine.move_tol = {cfg.affine.move_tol}: must be > 0 (a fraction of the blur)")
+        raise ConfigError(
+            f"{origin}: affine.move_tol = {cfg.affine.move_tol}: must be > 0 (a fraction of the blur)"
+        )
     if not cfg.spline.control_spacing >= 0:
         raise ConfigError(f"{origin}: spline.control_spacing = {cfg.spline.control_spacing}: must be >= 0")
     if cfg.flow.points < 0:
