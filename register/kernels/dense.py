@@ -22,9 +22,16 @@ _EXP_FLOOR = -80.0
 _CHUNK_ENTRIES = 1 << 19
 
 
-def row_chunks(n: int, m: int) -> list[slice]:
-    """Slices of ``range(n)`` such that each ``(chunk, m)`` block holds ~``_CHUNK_ENTRIES`` entries."""
-    step = max(1, _CHUNK_ENTRIES // max(m, 1))
+# Entries per chunk of a float64 kernel product (field evaluations): 30k points x 2000 centres,
+# one thread: 128k entries 0.14 s, 512k 0.17 s; two threads: 512k 0.18 s (each of the ~7
+# passes over a small chunk wakes the thread pool), 4M 0.09 s.
+_PRODUCT_ENTRIES = {1: 1 << 17}
+_PRODUCT_ENTRIES_THREADED = 1 << 22
+
+
+def row_chunks(n: int, m: int, entries: int = _CHUNK_ENTRIES) -> list[slice]:
+    """Slices of ``range(n)`` such that each ``(chunk, m)`` block holds ~``entries`` entries."""
+    step = max(1, entries // max(m, 1))
     return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
 
@@ -133,7 +140,8 @@ def kernel_product(
         ``(N, K)``.
     """
     out = torch.empty(len(x), weights.shape[1], dtype=x.dtype, device=x.device)
-    for rows in row_chunks(len(x), len(y)):
+    entries = _PRODUCT_ENTRIES.get(torch.get_num_threads(), _PRODUCT_ENTRIES_THREADED)
+    for rows in row_chunks(len(x), len(y), entries):
         xi = x[rows]
         out[rows] = gaussian_kernel(xi, y, sigmas) @ weights
     return out
