@@ -282,3 +282,19 @@ def test_term_lists_leave_wide_kernels_to_the_blocks():
     s = _exact_terms(x, y, h, eps)
     assert (lists.softmin(eps, h) / -eps - torch.logsumexp(s, 1)).abs().max() < 1e-3
     assert lists.builds == 0
+
+
+def test_kd_partition_on_cpu_equals_the_torch_one():
+    """The CPU partition (SciPy's k-d tree) and the device-generic torch one put the same points
+    in each leaf, for every size (median splits along the widest axis, both)."""
+    from register.kernels.blocks import _kd_nested_leaves_torch, kd_nested_leaves
+
+    x, _ = _clouds(3000, 1)
+
+    def leaf_sets(order, leaf):
+        return {frozenset(order[leaf == k].tolist()) for k in range(int(leaf.max()) + 1)}
+
+    order, leaves = kd_nested_leaves(x, (64, 16))
+    order_t, leaves_t = _kd_nested_leaves_torch(x, (64, 16))
+    for leaf, leaf_t in zip(leaves, leaves_t, strict=True):
+        assert leaf_sets(order, leaf) == leaf_sets(order_t, leaf_t)
