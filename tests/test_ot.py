@@ -298,3 +298,17 @@ def test_kd_partition_on_cpu_equals_the_torch_one():
     order_t, leaves_t = _kd_nested_leaves_torch(x, (64, 16))
     for leaf, leaf_t in zip(leaves, leaves_t, strict=True):
         assert leaf_sets(order, leaf) == leaf_sets(order_t, leaf_t)
+
+
+def test_kd_partition_keeps_its_sizes_with_repeated_points():
+    """Repeated coordinates (duplicate LiDAR returns, quantised scans) still give leaves of at
+    most the requested sizes: a value-median split cannot separate equal points, a rank split can."""
+    from register.kernels.blocks import kd_nested_leaves
+
+    x, _ = _clouds(3000, 1)
+    x[:400] = x[0]  # 400 copies of one point
+    x[400:700, 2] = 0.5  # a flat slab: one coordinate repeated
+    order, leaves = kd_nested_leaves(x, (64, 16))
+    assert torch.equal(torch.sort(order).values, torch.arange(3000))
+    for leaf, size in zip(leaves, (64, 16), strict=True):
+        assert int(torch.bincount(leaf).max()) <= size
