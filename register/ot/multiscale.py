@@ -16,7 +16,10 @@ level, a child starts from its parent's potential.
 Reductions. Every soft-min of a level runs on :class:`register.kernels.blocks.BlockReducer`:
 the level's clouds are cut into blocks of nearby points once, and each call skips the block
 pairs whose terms are certified negligible (box bounds; no heuristic, whatever the
-potentials). At fine temperatures that is a few per cent of the pairs.
+potentials). At fine temperatures that is a few per cent of the pairs. The fixed-point
+iterations at the final temperature (after the first) run on
+:class:`register.kernels.lists.ListReducer`: certified per-row lists of the terms that matter,
+where those are short enough to pay; the block reductions otherwise.
 """
 
 from __future__ import annotations
