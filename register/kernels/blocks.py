@@ -330,7 +330,7 @@ class BlockReducer:
         self.truncate = truncate
         self.pairs_kept = 0  # block pairs computed by the last call
         self.pairs_total = 0  # of all the block pairs
-        self._last_entries = 0.0
+        self.entries_per_row = 0.0  # kernel entries per row computed by the last call
         self._maxima: dict[bool, tuple[float, torch.Tensor]] = {}  # per direction: eps, row maxima
 
     def _blocks(self, rows_are_x: bool) -> tuple[Blocks, Blocks]:
@@ -387,16 +387,12 @@ class BlockReducer:
         order = torch.argsort(r_idx, stable=True)
         return r_idx[order], c_idx[order]
 
-    def entries_per_row(self) -> float:
-        """Kernel entries per row computed by the last call (block pairs x their sizes)."""
-        return self._last_entries
-
     def _reduce(self, eps, rows: Blocks, cols: Blocks, h, values):
         hb = cols.gather(h, _PAD)  # (Bc, P)
         coords = _augmented(eps, rows, cols, hb)
         plan = plan_pairs(eps, rows, cols, hb, coords, self.truncate)
         self.pairs_kept, self.pairs_total = len(plan.i), len(rows.lo) * len(cols.lo)
-        self._last_entries = self.pairs_kept * rows.points.shape[1] * cols.points.shape[1] / rows.n
+        self.entries_per_row = self.pairs_kept * rows.points.shape[1] * cols.points.shape[1] / rows.n
         vb = None if values is None else cols.gather(values, 0.0)
         # The row maxima of the previous call in this direction at the same eps (Sinkhorn's
         # fixed-point iterations: the potentials, hence the maxima, move little between calls).

@@ -25,7 +25,7 @@ _CHUNK_ENTRIES = 1 << 19
 # Entries per chunk of a float64 kernel product (field evaluations): 30k points x 2000 centres,
 # one thread: 128k entries 0.14 s, 512k 0.17 s; two threads: 512k 0.18 s (each of the ~7
 # passes over a small chunk wakes the thread pool), 4M 0.09 s.
-_PRODUCT_ENTRIES = {1: 1 << 17}
+_PRODUCT_ENTRIES = 1 << 17
 _PRODUCT_ENTRIES_THREADED = 1 << 22
 
 
@@ -140,7 +140,7 @@ def kernel_product(
         ``(N, K)``.
     """
     out = torch.empty(len(x), weights.shape[1], dtype=x.dtype, device=x.device)
-    entries = _PRODUCT_ENTRIES.get(torch.get_num_threads(), _PRODUCT_ENTRIES_THREADED)
+    entries = _PRODUCT_ENTRIES if torch.get_num_threads() == 1 else _PRODUCT_ENTRIES_THREADED
     for rows in row_chunks(len(x), len(y), entries):
         xi = x[rows]
         out[rows] = gaussian_kernel(xi, y, sigmas) @ weights

@@ -47,6 +47,7 @@ class TermList:
         cost: ``(E,)`` ``-C_ij / eps`` of each term (exact, from the coordinates).
         maxima: ``(N,)`` each row's largest term at ``h0``.
         h0: ``(M,)`` the log-weights the list was made at.
+        with_mass: ``(M,)`` bool, the columns whose ``h0`` is finite.
         eps: its temperature.
     """
 
@@ -55,12 +56,13 @@ class TermList:
     cost: torch.Tensor
     maxima: torch.Tensor
     h0: torch.Tensor
+    with_mass: torch.Tensor
     eps: float
 
-    def spread(self, h: torch.Tensor) -> float:
-        """``max delta - min delta`` of ``delta = h - h0`` over the columns with mass."""
-        delta = (h - self.h0)[torch.isfinite(self.h0)]
-        return float(delta.max() - delta.min()) if len(delta) else 0.0
+    def drift(self, h: torch.Tensor) -> tuple[float, float]:
+        """``(min delta, max delta)`` of ``delta = h - h0`` over the columns with mass."""
+        delta = (h - self.h0)[self.with_mass]
+        return (float(delta.min()), float(delta.max())) if len(delta) else (0.0, 0.0)
 
 
 class ListReducer:
@@ -89,42 +91,45 @@ class ListReducer:
 
     def softmin(self, eps: float, h: torch.Tensor, rows_are_x: bool = True) -> torch.Tensor:
         """As :meth:`BlockReducer.softmin`."""
-        tl = self._list(eps, h, rows_are_x)
-        if tl is None:
+        listed = self._list(eps, h, rows_are_x)
+        if listed is None:
             return self.blocks.softmin(eps, h, rows_are_x)
-        lse, _ = _reduce(tl, h, None)
+        lse, _ = _reduce(*listed, h, None)
         return -eps * lse
 
     def barycentre(
         self, eps: float, h: torch.Tensor, values: torch.Tensor, rows_are_x: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """As :meth:`BlockReducer.barycentre`."""
-        tl = self._list(eps, h, rows_are_x)
-        if tl is None:
+        listed = self._list(eps, h, rows_are_x)
+        if listed is None:
             return self.blocks.barycentre(eps, h, values, rows_are_x)
-        lse, avg = _reduce(tl, h, values)
+        lse, avg = _reduce(*listed, h, values)
         return avg, lse
 
-    def _list(self, eps: float, h: torch.Tensor, rows_are_x: bool) -> TermList | None:
-        """The direction's list, made again at ``h`` if its certificate no longer holds; None
-        where lists would not pay at this temperature (the block reductions then serve)."""
+    def _list(self, eps: float, h: torch.Tensor, rows_are_x: bool) -> tuple[TermList, float] | None:
+        """The direction's list and the middle of the log-weights' drift since it was made (made
+        again at ``h`` if its certificate no longer holds); None where lists would not pay at
+        this temperature (the block reductions then serve)."""
         key = (rows_are_x, eps)
         if key not in self.worth:
             self.worth[key] = self._worth(eps, h, rows_are_x)
         if not self.worth[key]:
             return None
         current = self.lists.get(rows_are_x)
-        if current is not None and current.eps == eps and current.spread(h) <= self.slack - math.log(2):
-            return current
+        if current is not None and current.eps == eps:
+            low, high = current.drift(h)
+            if high - low <= self.slack - math.log(2):
+                return current, (low + high) / 2
         rows, cols = self.blocks.large_terms(eps, h, rows_are_x, self.slack)
         pr, pc = (self.x, self.y) if rows_are_x else (self.y, self.x)
         cost = -((pr[rows] - pc[cols]) ** 2).sum(-1) / (2 * eps)
         terms = h[cols] + cost
         maxima = torch.full((len(pr),), -math.inf, dtype=h.dtype, device=h.device)
         maxima.scatter_reduce_(0, rows, terms, "amax")
-        self.lists[rows_are_x] = TermList(rows, cols, cost, maxima, h.clone(), eps)
+        self.lists[rows_are_x] = TermList(rows, cols, cost, maxima, h.clone(), torch.isfinite(h), eps)
         self.builds += 1
-        return self.lists[rows_are_x]
+        return self.lists[rows_are_x], 0.0
 
     def _worth(self, eps: float, h: torch.Tensor, rows_are_x: bool) -> bool:
         """Whether lists pay here: the terms they would hold per row (counted exactly on up to
@@ -135,16 +140,15 @@ class ListReducer:
         terms = h[None] - torch.cdist(sample, pc).square_() / (2 * eps)  # (S, M)
         floor = terms.amax(1, keepdim=True) - self.blocks.truncate - self.slack - math.log(len(pc))
         per_row = float((terms >= floor).sum()) / len(sample)
-        block = self.blocks.entries_per_row()
+        block = self.blocks.entries_per_row
         return block == 0 or per_row * LIST_COST < block
 
 
-def _reduce(tl: TermList, h: torch.Tensor, values: torch.Tensor | None):
-    """``(lse (N,), mean (N, K) | None)`` over the listed terms of each row."""
-    delta = (h - tl.h0)[torch.isfinite(tl.h0)]
+def _reduce(tl: TermList, mid: float, h: torch.Tensor, values: torch.Tensor | None):
+    """``(lse (N,), mean (N, K) | None)`` over the listed terms of each row; ``mid``: the middle
+    of the log-weights' drift since the list was made (:meth:`TermList.drift`)."""
     # Shift each row by its largest term at h0 plus the middle of the drift: the listed terms
     # then lie within about [-(T + 2 S + log M), S] of it (no overflow, no subnormals).
-    mid = float(delta.max() + delta.min()) / 2 if len(delta) else 0.0
     shift = tl.maxima + mid  # (N,)
     w = torch.exp(h[tl.cols] + tl.cost - shift[tl.rows])  # (E,)
     sums = torch.zeros_like(shift).index_add_(0, tl.rows, w)

@@ -213,9 +213,13 @@ def sinkhorn_multiscale(
         if change < tol * eps:
             converged = True
             break
-    log.debug("multiscale sinkhorn: %d levels, %d iterations", points_level + 1, iterations)
+    log.debug(
+        "multiscale sinkhorn: %d levels, %d iterations, %d term lists made",
+        points_level + 1,
+        iterations,
+        lists.builds,
+    )
     result = SinkhornResult(f=f, g=g, eps=eps, iterations=iterations, converged=converged)
-    log.debug("multiscale sinkhorn: %d term lists made", lists.builds)
     return result, lists, WarmStart(f, g, blur)
 
 
