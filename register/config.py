@@ -102,8 +102,9 @@ class SplineConfig:
             few); otherwise, and always when 0, a fixed seeded subsample of ``max_controls``
             matched points.
         max_points: matching runs on at most this many points per cloud.
-        max_iter: cap on Sinkhorn iterations at the final blur of this stage's matchings
-            (0: ``pipeline.max_iter``).
+        max_iter: cap on Sinkhorn iterations at the final blur of each level's matchings
+            (0: ``pipeline.max_iter``); one value per level or one for all (a bare number is
+            one value).
         cluster: matchings run on voxel clusters of side ``cluster * blur`` (weighted
             centroids, summed masses; :mod:`register.core.clusters`) instead of the points;
             0: on the points. Detail finer than the blur is not resolved by the matching, so
@@ -118,7 +119,7 @@ class SplineConfig:
     max_controls: int = 2000
     control_spacing: float = 0.5
     max_points: int = 6000
-    max_iter: int = 0
+    max_iter: list[int] = field(default_factory=lambda: [0])
     cluster: float = 0.0
 
 
@@ -215,7 +216,9 @@ def _coerce(where: str, value: Any, hint: Any) -> Any:
     origin = get_origin(hint)
     if origin is list:
         (item,) = get_args(hint)
-        if not isinstance(value, list) or not value:
+        if not isinstance(value, list):
+            value = [value]  # a bare value is a one-value list (broadcast to every level)
+        if not value:
             raise ConfigError(f"{where}: expected a non-empty list, got {value!r}")
         return [_coerce(f"{where}[{i}]", v, item) for i, v in enumerate(value)]
     if hint is bool:
@@ -248,7 +251,7 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
             raise ConfigError(f"{origin}: {table}.{key} = {values}: every value must be > 0")
     for table, n_key in (("affine", "blurs"), ("spline", "blurs")):
         n = len(getattr(getattr(cfg, table), n_key))
-        for key in ("reach", "sigmas") if table == "spline" else ("reach",):
+        for key in ("reach", "sigmas", "max_iter") if table == "spline" else ("reach",):
             m = len(getattr(getattr(cfg, table), key))
             if m not in (1, n):
                 raise ConfigError(
@@ -289,8 +292,8 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
         raise ConfigError(f"{origin}: spline.control_spacing = {cfg.spline.control_spacing}: must be >= 0")
     if cfg.flow.points < 0:
         raise ConfigError(f"{origin}: flow.points must be >= 0 (0: the model's training size)")
-    for table in ("affine", "spline"):
-        if getattr(cfg, table).max_iter < 0:
+    for table, caps in (("affine", [cfg.affine.max_iter]), ("spline", cfg.spline.max_iter)):
+        if any(cap < 0 for cap in caps):
             raise ConfigError(f"{origin}: {table}.max_iter must be >= 0 (0: pipeline.max_iter)")
     for table, key in (
         ("pipeline", "max_iter"),

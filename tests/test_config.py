@@ -32,6 +32,9 @@ def test_every_preset_loads_and_round_trips():
         ({"flow": {"points": -1}}, "flow.points must be >= 0"),
         ({"affine": {"max_iter": -1}}, "affine.max_iter must be >= 0"),
         ({"spline": {"max_iter": -2}}, "spline.max_iter must be >= 0"),
+        ({"spline": {"max_iter": [4, -1, 4]}}, "spline.max_iter must be >= 0"),
+        ({"spline": {"blurs": [1.0, 0.5], "sigmas": [2.0], "max_iter": [3, 3, 3]}}, "spline.max_iter has 3 values"),
+        ({"spline": {"max_iter": [3.5]}}, "integer"),
         ({"affine": {"move_tol": 0}}, "affine.move_tol = 0.0: must be > 0"),
         ({"spline": {"cluster": -0.5}}, "spline.cluster = -0.5: must be >= 0"),
         ({"affine": {"cluster": -1}}, "affine.cluster = -1.0: must be >= 0"),
@@ -62,6 +65,12 @@ def test_overrides_parse_toml_values_and_bare_words():
     assert cfg.affine.mode == "rigid" and cfg.spline.sigmas == [3.0, 2.0]
     with pytest.raises(ConfigError, match="TABLE.KEY=VALUE"):
         with_overrides(cfg, ["rigid"])
+
+
+def test_a_bare_value_of_a_per_level_list_is_one_value_for_every_level():
+    assert with_overrides(load_config(), ["spline.max_iter=4", "spline.reach=2.5"]).spline.max_iter == [4]
+    assert from_dict({"spline": {"reach": 2.5}}).spline.reach == [2.5]
+    assert load_config("lung").spline.max_iter == [0]  # the preset writes `max_iter = 0`
 
 
 def test_unknown_preset_lists_the_known_ones():

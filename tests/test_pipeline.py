@@ -64,6 +64,37 @@ def test_stage_max_iter_caps_only_that_stage_s_matchings(monkeypatch):
     assert seen == {"affine": {7}, "spline": {5}}
 
 
+def test_spline_max_iter_per_level_caps_each_level_s_matchings(monkeypatch):
+    """One ``spline.max_iter`` per level: each level's matchings get its own cap (0: the run's),
+    the final confidence matching the last level's; the caps are recorded per level."""
+    from register.stages.common import MatchSettings
+
+    caps: list[int] = []
+    original = MatchSettings.match
+    stage = {"name": ""}
+
+    def spy(self, *args, **kwargs):
+        if stage["name"] == "spline":
+            caps.append(self.max_iter)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MatchSettings, "match", spy)
+    x = _tree_points(400, 5)
+    cfg = _cfg(
+        pipeline={"max_iter": 7},
+        spline={
+            "sigmas": [40.0, 20.0, 10.0],
+            "blurs": [8.0, 4.0, 2.0],
+            "iterations": 2,
+            "max_iter": [0, 5, 2],
+        },
+    )
+    result = register(x, x + 1.0, cfg, on_stage=lambda name, state: stage.update(name=name))
+    assert caps == [7, 7, 5, 5, 2, 2, 2]
+    (levels,) = [s["levels"] for s in result.stages if s["name"] == "spline"]
+    assert [level["max_iter"] for level in levels] == [7, 5, 2]
+
+
 def test_affine_move_tol_ends_a_level_once_a_round_moves_the_points_less(monkeypatch):
     """Rounds of a level stop at the first that moves no point by more than ``move_tol * blur``:
     a loose tolerance runs fewer rounds than a strict one."""

@@ -165,23 +165,24 @@ def spline_robot(
     Args:
         x: ``(N, D)`` source points after the previous stages, data units; y: ``(M, D)``.
         a: ``(N,)`` source masses; b: ``(M,)`` target masses.
-        cfg: stage settings, lengths in data units; ms: matching settings (``cfg.max_iter``,
-            when set, replaces their ``max_iter``).
+        cfg: stage settings, lengths in data units; ms: matching settings (a level's
+            ``cfg.max_iter``, when set, replaces their ``max_iter`` in that level's matchings;
+            the last level's in the final confidence matching).
         rng: seeded generator for subsamples.
 
     Returns:
         :class:`SplineResult`.
     """
     t0 = time.perf_counter()
-    ms = ms.capped(cfg.max_iter)
     z, az, ix = subsample(x, a, cfg.max_points, rng)
     ys, bs, _ = subsample(y, b, cfg.max_points, rng)
     ic = subsample_indices(len(z), cfg.max_controls, rng)
     n_levels = len(cfg.blurs)
     fields, levels = [], []
     matches = None
-    for sigma, blur, reach in zip(
-        per_level(cfg.sigmas, n_levels), cfg.blurs, per_level(cfg.reach, n_levels), strict=True
+    caps = per_level(cfg.max_iter, n_levels)
+    for sigma, blur, reach, cap in zip(
+        per_level(cfg.sigmas, n_levels), cfg.blurs, per_level(cfg.reach, n_levels), caps, strict=True
     ):
         n_controls = 0  # controls of the level's last fit (0 when every round was skipped)
         # Matching on voxel clusters of side cluster * blur (``cluster`` 0: on the points); the
@@ -192,7 +193,7 @@ def spline_robot(
             source = cluster(z, az, cell)
             if cell > 0:
                 matches = None  # a warm start needs the same clouds: the clusters change
-            matches = ms.match(
+            matches = ms.capped(cap).match(
                 source.points, target.points, source.masses, target.masses, blur, reach, warm=matches
             )
             d = to_numpy(matches.targets) - source.points
@@ -217,11 +218,14 @@ def spline_robot(
                 "reach": reach,
                 "cost": matches.cost,
                 "sinkhorn_iterations": matches.iterations,
+                "max_iter": cap or ms.max_iter,
                 "controls": n_controls,
             }
         )
         log.info("spline level sigma=%.4g blur=%.4g cost=%.4g", sigma, blur, matches.cost)
     # Confidence of the final state, for the outputs (on the points: one per matched point).
     warm = matches if cfg.cluster == 0 else None
-    final = ms.match(z, ys, az, bs, cfg.blurs[-1], per_level(cfg.reach, n_levels)[-1], warm=warm)
+    final = ms.capped(caps[-1]).match(
+        z, ys, az, bs, cfg.blurs[-1], per_level(cfg.reach, n_levels)[-1], warm=warm
+    )
     return SplineResult(fields, to_numpy(final.confidence), ix, final.cost, levels, time.perf_counter() - t0)
