@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     preset = model.metadata.get("preset", "lung")
     cfg = load_config(preset)
     flow_cfg = replace(cfg.flow, sigma=args.sigma) if args.sigma else cfg.flow
+    flow_cfg = replace(flow_cfg, axes=["x,y,z"])  # synthetic pairs are in the models' training frame
     if cfg.pipeline.length_unit == "relative":
         raise SystemExit(f"preset {preset}: relative lengths; pass --sigma in data units")
     print(

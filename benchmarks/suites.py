@@ -294,20 +294,26 @@ def _small_gicp(data: Path) -> Case:
 
 
 def _synthetic(kind: str, index: int) -> Case:
+    from register.config import load_config
+    from register.core.axes import axes_matrix
     from register.synth.pairs import HELD_OUT_STREAM, make_training_pair, pair_seed
 
     preset, metric, unit = SYNTH_KINDS[kind]
     seed = pair_seed(0, HELD_OUT_STREAM, SYNTH_FIRST + index)
     pair = make_training_pair(kind, seed, SYNTH_POINTS)
+    # The pair is made in the models' training frame; the case is given in the preset's first
+    # candidate frame of its data (``flow.axes``: p_model = R p_data, so p_data = R^T p_model;
+    # the sceneflow preset: KITTI's camera frame), as a user's clouds would be.
+    r = axes_matrix(load_config(preset).flow.axes[0])
     inl = pair.source[pair.valid]
     name = f"synth_{kind}/{index}"
     return _pair_case(
         "synthetic",
         name,
-        pair.source,
-        pair.target,
-        inl,
-        inl + pair.flow[pair.valid],
+        pair.source @ r,
+        pair.target @ r,
+        inl @ r,
+        (inl + pair.flow[pair.valid]) @ r,
         metric,
         preset,
         unit,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from register.core.axes import axes_matrix
 from register.errors import ConfigError
 from register.kernels.select import BACKENDS
 
@@ -76,6 +77,14 @@ class FlowConfig:
         max_controls: at most this many control points carry the field.
         points: points per cloud fed to the network (seeded subsample); 0 = as many as the
             model was trained on.
+        axes: candidate frames of the network: each names the data axes that play the model's
+            ``x``, ``y`` and ``z``, optionally signed (:mod:`register.core.axes`). The network
+            is not rotation invariant: clouds must reach it in the frame it was trained in
+            (``sceneflow``: ``x`` forward, ``y`` left, ``z`` up; a camera frame, ``x`` right,
+            ``y`` down, ``z`` forward, is ``"z,-x,-y"``). With several, the flow and spline
+            stages run once per frame and the end state that fits the target best is kept
+            (the spline stage's final matching cost; the chamfer distance without it); a
+            later frame must score 1 % lower than the first to replace it.
     """
 
     model: str = "shapes"
@@ -83,6 +92,7 @@ class FlowConfig:
     regularization: float = 1e-3
     max_controls: int = 2000
     points: int = 0
+    axes: list[str] = field(default_factory=lambda: ["x,y,z"])
 
 
 @dataclass(frozen=True)
@@ -290,6 +300,11 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
         )
     if not cfg.spline.control_spacing >= 0:
         raise ConfigError(f"{origin}: spline.control_spacing = {cfg.spline.control_spacing}: must be >= 0")
+    for axes in cfg.flow.axes:
+        try:
+            axes_matrix(axes)
+        except ValueError as exc:
+            raise ConfigError(f"{origin}: flow.axes = {exc}") from None
     if cfg.flow.points < 0:
         raise ConfigError(f"{origin}: flow.points must be >= 0 (0: the model's training size)")
     for table, caps in (("affine", [cfg.affine.max_iter]), ("spline", cfg.spline.max_iter)):

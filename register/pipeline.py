@@ -9,10 +9,11 @@ in the data's own units.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -108,6 +109,86 @@ def _as_cloud(points, what: str) -> PointCloud:
     return cloud
 
 
+# A later candidate frame of the flow network replaces the first (the data's declared
+# convention) only when its end state scores this much lower (relative): differences of a few
+# tenths of a percent in the final matching cost are within the OT solutions' noise.
+FRAME_MARGIN = 0.01
+
+
+def keep_frame(scores: list[float]) -> int:
+    """Index of the candidate frame to keep, from the end-state scores (lower is better)."""
+    adjusted = [s if i == 0 else s * (1 + FRAME_MARGIN) for i, s in enumerate(scores)]
+    return min(range(len(scores)), key=adjusted.__getitem__)
+
+
+@dataclass
+class _TailRun:
+    """The flow and spline stages run from one state (one candidate frame of the network)."""
+
+    steps: list
+    current: np.ndarray
+    stages: list[dict]
+    confidence: np.ndarray | None
+    conf_points: np.ndarray | None
+    score: float
+    seconds: float
+
+
+def _fit_score(res_cost: float | None, current: np.ndarray, y: np.ndarray) -> float:
+    """How well an end state fits the target, lower is better: the spline stage's final
+    matching cost when it ran (same clouds, blur and reach for every candidate), else the
+    chamfer distance (data units)."""
+    return float(res_cost) if res_cost is not None else chamfer(current, y)
+
+
+def _run_tail(tail, current, y, a, b, cfg, ms, rng, flow_model, src, tgt, notify, scored) -> _TailRun:
+    """Run the stages of ``tail`` (``flow``, ``spline``) from ``current (N, D)`` points; the
+    end state's :func:`_fit_score` when ``scored`` (else NaN)."""
+    t_start = time.perf_counter()
+    steps, stages = [], []
+    confidence_sub = conf_points = cost = None
+    for name in tail:
+        notify(name, "start")
+        t0 = time.perf_counter()
+        if name == "flow":
+            res = flow_predict(
+                current,
+                y,
+                a,
+                cfg.flow,
+                flow_model,
+                rng=rng,
+                source_feature=_feature(src, flow_model.feature),
+                target_feature=_feature(tgt, flow_model.feature),
+            )
+            steps.append(res.field)
+            current = res.field.apply(current)
+            stages.append(
+                {
+                    "name": name,
+                    "seconds": time.perf_counter() - t0,
+                    "network_seconds": res.network_seconds,
+                    "model": flow_model.name,
+                    "axes": cfg.flow.axes[0],
+                    "points": len(res.indices),
+                    "sigma": cfg.flow.sigma,
+                    "mean_flow": float(np.linalg.norm(res.flow, axis=1).mean()),
+                    "projection_residual": res.residual,
+                }
+            )
+        elif name == "spline":
+            res = spline_robot(current, y, a, b, cfg.spline, ms, rng=rng)
+            steps.extend(res.fields)
+            confidence_sub, conf_points, cost = res.confidence, res.indices, res.cost
+            current = Composite(res.fields).apply(current)
+            stages.append(
+                {"name": name, "seconds": time.perf_counter() - t0, "cost": res.cost, "levels": res.levels}
+            )
+        notify(name, "done")
+    score = _fit_score(cost, current, y) if scored else float("nan")
+    return _TailRun(steps, current, stages, confidence_sub, conf_points, score, time.perf_counter() - t_start)
+
+
 def register(
     source: PointCloud | np.ndarray,
     target: PointCloud | np.ndarray,
@@ -171,59 +252,65 @@ def register(
     steps: list = [init] if init is not None and "affine" not in cfg.pipeline.stages else []
     current = init.apply(x) if steps else x
     stages: list[dict] = []
-    confidence, conf_points = np.ones(len(x)), None
-    for name in cfg.pipeline.stages:
-        notify(name, "start")
+    if "affine" in cfg.pipeline.stages:
+        notify("affine", "start")
         t0 = time.perf_counter()
-        if name == "affine":
-            res = affine_robot(x, y, a, b, cfg.affine, ms, rng=rng, init=init)
-            steps.append(res.transform)
-            current = res.transform.apply(x)
-            stages.append(
-                {
-                    "name": name,
-                    "seconds": time.perf_counter() - t0,
-                    "cost": res.cost,
-                    "matrix": res.transform.matrix.tolist(),
-                    "translation": res.transform.translation.tolist(),
-                    "multistart_choice": res.start,
-                    "levels": res.levels,
-                }
-            )
-        elif name == "flow":
-            res = flow_predict(
-                current,
-                y,
-                a,
-                cfg.flow,
-                flow_model,
-                rng=rng,
-                source_feature=_feature(src, flow_model.feature),
-                target_feature=_feature(tgt, flow_model.feature),
-            )
-            steps.append(res.field)
-            current = res.field.apply(current)
-            stages.append(
-                {
-                    "name": name,
-                    "seconds": time.perf_counter() - t0,
-                    "network_seconds": res.network_seconds,
-                    "model": flow_model.name,
-                    "points": len(res.indices),
-                    "sigma": cfg.flow.sigma,
-                    "mean_flow": float(np.linalg.norm(res.flow, axis=1).mean()),
-                    "projection_residual": res.residual,
-                }
-            )
-        elif name == "spline":
-            res = spline_robot(current, y, a, b, cfg.spline, ms, rng=rng)
-            steps.extend(res.fields)
-            confidence_sub, conf_points = res.confidence, res.indices
-            current = Composite(res.fields).apply(current)
-            stages.append(
-                {"name": name, "seconds": time.perf_counter() - t0, "cost": res.cost, "levels": res.levels}
-            )
-        notify(name, "done")
+        res = affine_robot(x, y, a, b, cfg.affine, ms, rng=rng, init=init)
+        steps.append(res.transform)
+        current = res.transform.apply(x)
+        stages.append(
+            {
+                "name": "affine",
+                "seconds": time.perf_counter() - t0,
+                "cost": res.cost,
+                "matrix": res.transform.matrix.tolist(),
+                "translation": res.transform.translation.tolist(),
+                "multistart_choice": res.start,
+                "levels": res.levels,
+            }
+        )
+        notify("affine", "done")
+    # The later stages, once per candidate frame of the flow network (``flow.axes``; one run
+    # without the flow stage), each from the same random state; the run whose end state fits
+    # the target best (:func:`_fit_score`, :func:`keep_frame`) is kept and every candidate's
+    # score recorded.
+    tail = [s for s in cfg.pipeline.stages if s != "affine"]
+    frames = cfg.flow.axes if "flow" in tail else [cfg.flow.axes[0]]
+    runs = []
+    for axes in frames:
+        run = _run_tail(
+            tail,
+            current,
+            y,
+            a,
+            b,
+            replace(cfg, flow=replace(cfg.flow, axes=[axes])),
+            ms,
+            copy.deepcopy(rng),
+            flow_model,
+            src,
+            tgt,
+            notify,
+            len(frames) > 1,
+        )
+        runs.append(run)
+    best = keep_frame([r.score for r in runs])
+    run = runs[best]
+    if len(runs) > 1:
+        flow_record = next(r for r in run.stages if r["name"] == "flow")
+        flow_record["frame_candidates"] = [
+            {"axes": axes, "score": r.score, "seconds": r.seconds}
+            for axes, r in zip(frames, runs, strict=True)
+        ]
+        log.info(
+            "flow.axes: %s kept (end-state scores %s)",
+            frames[best],
+            ", ".join(f"{axes}: {r.score:.4g}" for axes, r in zip(frames, runs, strict=True)),
+        )
+    steps += run.steps
+    current = run.current
+    stages += run.stages
+    confidence, conf_points, confidence_sub = np.ones(len(x)), run.conf_points, run.confidence
     if conf_points is not None:
         # Spread the subsample's confidences to every point by nearest neighbour.
         nearest = cKDTree(x[conf_points]).query(x, k=1, workers=-1)[1]

@@ -276,7 +276,7 @@ def test_shipped_model_beats_zero_flow_on_held_out_pairs(info):
     zero, field = [], []
     for i in range(2):
         pair = make_training_pair(info.preset, pair_seed(0, HELD_OUT_STREAM, 3000 + i), 4096)
-        flow_cfg = cfg.flow
+        flow_cfg = replace(cfg.flow, axes=["x,y,z"])  # synthetic pairs: the training frame
         if cfg.pipeline.length_unit == "relative":  # lengths relative to the target's diagonal
             diagonal = float(np.linalg.norm(np.ptp(pair.target, axis=0)))
             flow_cfg = replace(cfg.flow, sigma=cfg.flow.sigma * diagonal)
@@ -300,3 +300,34 @@ def test_too_few_points_for_the_flow_stage_says_how_to_fix_it():
     with pytest.raises(InputError, match=rf"raise flow.points to at least {need}"):
         check_inputs(model, 5000, 5000, 3, FlowConfig(points=need - 1))
     check_inputs(model, 5000, 5000, 3, FlowConfig(points=need))
+
+
+def test_flow_axes_turn_the_clouds_into_the_model_frame_and_the_flow_back():
+    """Stage 2 with ``flow.axes = "z,-x,-y"`` on camera-frame clouds gives the camera-frame
+    version of the flow the model predicts on the same clouds in its own frame."""
+    from register.config import FlowConfig
+    from register.core.axes import axes_matrix
+    from register.stages.flow import flow_predict
+    from register.synth.pairs import HELD_OUT_STREAM, make_training_pair, pair_seed
+
+    model = load_model("sceneflow")
+    pair = make_training_pair("sceneflow", pair_seed(0, HELD_OUT_STREAM, 3100), 2048)
+    r = axes_matrix("z,-x,-y")
+    np.testing.assert_array_equal(r @ np.array([0.0, -1.0, 0.0]), [0.0, 0.0, 1.0])  # camera up
+    a = np.full(len(pair.source), 1.0 / len(pair.source))
+    in_model_frame = flow_predict(
+        pair.source, pair.target, a, FlowConfig(sigma=4.0), model, rng=np.random.default_rng(0)
+    )
+    camera = flow_predict(
+        pair.source @ r,  # p_camera = R^T p_model
+        pair.target @ r,
+        a,
+        FlowConfig(sigma=4.0, axes=["z,-x,-y"]),
+        model,
+        rng=np.random.default_rng(0),
+    )
+    np.testing.assert_allclose(camera.flow, in_model_frame.flow @ r, atol=1e-4)
+    unturned = flow_predict(
+        pair.source @ r, pair.target @ r, a, FlowConfig(sigma=4.0), model, rng=np.random.default_rng(0)
+    )
+    assert np.abs(unturned.flow - camera.flow).max() > 0.1  # the frame matters to the network

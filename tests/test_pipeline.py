@@ -210,3 +210,31 @@ def test_rigid_bunny_with_outliers_and_large_rotation(shared_data):
     )
     fitted = register(src, tgt, cfg).transform.steps[0].matrix
     assert rotation_angle_deg(fitted @ rotation.T) < 1.0
+
+
+def test_flow_axes_candidates_keep_the_best_fitting_run_and_record_every_score():
+    """With several ``flow.axes`` frames the flow and spline stages run once per frame from the
+    same state; the kept result is exactly the single-frame run of the frame kept by the rule."""
+    from register.config import load_config, with_overrides
+    from register.pipeline import keep_frame
+
+    assert keep_frame([1.0, 0.995]) == 0 and keep_frame([1.0, 0.98]) == 1  # 1 % margin
+    assert keep_frame([0.5, 0.6, 0.3]) == 2
+    from register.synth.pairs import HELD_OUT_STREAM, make_training_pair, pair_seed
+
+    pair = make_training_pair("sceneflow", pair_seed(0, HELD_OUT_STREAM, 3200), 2048)
+    base = with_overrides(
+        load_config("sceneflow"), ["spline.sigmas=[2.0]", "spline.blurs=[0.4]", "spline.reach=[2.0]"]
+    )
+    both = with_overrides(base, ['flow.axes=["z,-x,-y", "x,y,z"]'])
+    result = register(pair.source, pair.target, both, device="cpu")
+    (flow,) = [s for s in result.stages if s["name"] == "flow"]
+    scores = {c["axes"]: c["score"] for c in flow["frame_candidates"]}
+    assert set(scores) == {"z,-x,-y", "x,y,z"} and scores["z,-x,-y"] != scores["x,y,z"]
+    kept = ["z,-x,-y", "x,y,z"][keep_frame([scores["z,-x,-y"], scores["x,y,z"]])]
+    assert flow["axes"] == kept
+    (spline,) = [s for s in result.stages if s["name"] == "spline"]
+    assert spline["cost"] == scores[kept]
+    alone = register(pair.source, pair.target, with_overrides(base, [f'flow.axes="{kept}"']), device="cpu")
+    np.testing.assert_array_equal(result.warped, alone.warped)
+    assert "frame_candidates" not in [s for s in alone.stages if s["name"] == "flow"][0]

@@ -2,7 +2,10 @@
 
 1. The network (:mod:`register.models`) sees the source as moved by the previous stages,
    ``z = T(x)``, and the target ``y``, both subsampled (seeded) to the number of points it was
-   trained on, and predicts a flow ``F_i`` for every fed source point ``z_i`` (data units).
+   trained on and turned into the model's frame (``R z``, ``R y`` with ``R`` the matrix of
+   the first ``flow.axes`` frame, :mod:`register.core.axes`; the pipeline runs the stage once
+   per candidate frame), and predicts a flow ``F_i`` for every
+   fed source point ``z_i`` (data units, turned back: ``R^T F``).
 2. The raw flow is projected onto the pipeline's smooth deformation model: the same
    confidence-weighted kernel ridge regression as the spline stage
    (:func:`~register.stages.spline.fit_kernel_field`, eq. (4) there) with ``d_i = F_i`` and
@@ -26,6 +29,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from register.config import FlowConfig
+from register.core.axes import axes_matrix
 from register.core.sampling import subsample_indices
 from register.core.transforms import KernelField
 from register.errors import InputError
@@ -119,7 +123,8 @@ def flow_predict(
     fs = None if source_feature is None else source_feature[ix]
     ft = None if target_feature is None else target_feature[iy]
     t_net = time.perf_counter()
-    flow = model.predict(z, y[iy], fs, ft)
+    r = axes_matrix(cfg.axes[0])  # rows: the model's axes in data coordinates
+    flow = model.predict(z @ r.T, y[iy] @ r.T, fs, ft) @ r
     network_seconds = time.perf_counter() - t_net
     # Regression weights (1): source mass times a Gaussian of the landing distance.
     landing = cKDTree(y).query(z + flow, k=1, workers=-1)[0]
