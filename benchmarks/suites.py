@@ -28,7 +28,9 @@ Families (``FAMILIES``) and their cases (``CATALOG``, names ``group/case``):
   noise, outliers) from held-out seeds no training run draws (``HELD_OUT_STREAM`` from index
   ``SYNTH_FIRST``): ``synth_lung`` (mm, TRE), ``synth_sceneflow`` (m, EPE3D), ``synth_shapes``
   (% of diagonal), ``SYNTH_CASES`` each of ``SYNTH_POINTS`` points; evaluated on the source's
-  inliers. Generated, so they need no data folder (the ablation of the flow stage).
+  inliers. Generated, so they need no data folder (the ablation of the flow stage). Each case
+  is given in its preset's first ``flow.axes`` frame (scene flow: KITTI's camera frame, x
+  right, y down, z forward), as the preset expects real data.
 
 Loading is lazy: ``load_cases(family, data, names=...)`` only reads the files of the cases asked
 for. Everything is deterministic (fixed seeds), so every method gets identical inputs.
