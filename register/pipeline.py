@@ -13,7 +13,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -123,27 +123,28 @@ def keep_frame(scores: list[float]) -> int:
 
 @dataclass
 class _TailRun:
-    """The flow and spline stages run from one state (one candidate frame of the network)."""
+    """The flow and spline stages run from one state (one candidate frame of the network).
+
+    ``cost``: the spline stage's final matching cost (None without the stage)."""
 
     steps: list
     current: np.ndarray
     stages: list[dict]
     confidence: np.ndarray | None
     conf_points: np.ndarray | None
-    score: float
+    cost: float | None
     seconds: float
 
+    def score(self, y: np.ndarray) -> float:
+        """How well the end state fits the target ``y``, lower is better: the final matching
+        cost when the spline stage ran (same clouds, blur and reach for every candidate), else
+        the chamfer distance (data units)."""
+        return float(self.cost) if self.cost is not None else chamfer(self.current, y)
 
-def _fit_score(res_cost: float | None, current: np.ndarray, y: np.ndarray) -> float:
-    """How well an end state fits the target, lower is better: the spline stage's final
-    matching cost when it ran (same clouds, blur and reach for every candidate), else the
-    chamfer distance (data units)."""
-    return float(res_cost) if res_cost is not None else chamfer(current, y)
 
-
-def _run_tail(tail, current, y, a, b, cfg, ms, rng, flow_model, src, tgt, notify, scored) -> _TailRun:
-    """Run the stages of ``tail`` (``flow``, ``spline``) from ``current (N, D)`` points; the
-    end state's :func:`_fit_score` when ``scored`` (else NaN)."""
+def _run_tail(tail, current, y, a, b, cfg, ms, rng, *, flow_model, features, notify, axes) -> _TailRun:
+    """Run the stages of ``tail`` (``flow``, ``spline``) from ``current (N, D)`` points, the
+    network in frame ``axes``; ``features``: the flow model's source and target features."""
     t_start = time.perf_counter()
     steps, stages = [], []
     confidence_sub = conf_points = cost = None
@@ -158,8 +159,9 @@ def _run_tail(tail, current, y, a, b, cfg, ms, rng, flow_model, src, tgt, notify
                 cfg.flow,
                 flow_model,
                 rng=rng,
-                source_feature=_feature(src, flow_model.feature),
-                target_feature=_feature(tgt, flow_model.feature),
+                source_feature=features[0],
+                target_feature=features[1],
+                axes=axes,
             )
             steps.append(res.field)
             current = res.field.apply(current)
@@ -169,7 +171,7 @@ def _run_tail(tail, current, y, a, b, cfg, ms, rng, flow_model, src, tgt, notify
                     "seconds": time.perf_counter() - t0,
                     "network_seconds": res.network_seconds,
                     "model": flow_model.name,
-                    "axes": cfg.flow.axes[0],
+                    "axes": axes,
                     "points": len(res.indices),
                     "sigma": cfg.flow.sigma,
                     "mean_flow": float(np.linalg.norm(res.flow, axis=1).mean()),
@@ -185,8 +187,7 @@ def _run_tail(tail, current, y, a, b, cfg, ms, rng, flow_model, src, tgt, notify
                 {"name": name, "seconds": time.perf_counter() - t0, "cost": res.cost, "levels": res.levels}
             )
         notify(name, "done")
-    score = _fit_score(cost, current, y) if scored else float("nan")
-    return _TailRun(steps, current, stages, confidence_sub, conf_points, score, time.perf_counter() - t_start)
+    return _TailRun(steps, current, stages, confidence_sub, conf_points, cost, time.perf_counter() - t_start)
 
 
 def register(
@@ -272,49 +273,53 @@ def register(
         notify("affine", "done")
     # The later stages, once per candidate frame of the flow network (``flow.axes``; one run
     # without the flow stage), each from the same random state; the run whose end state fits
-    # the target best (:func:`_fit_score`, :func:`keep_frame`) is kept and every candidate's
+    # the target best (:meth:`_TailRun.score`, :func:`keep_frame`) is kept and every candidate's
     # score recorded.
     tail = [s for s in cfg.pipeline.stages if s != "affine"]
-    frames = cfg.flow.axes if "flow" in tail else [cfg.flow.axes[0]]
-    runs = []
-    for axes in frames:
-        run = _run_tail(
+    frames = cfg.flow.axes if "flow" in tail else cfg.flow.axes[:1]
+    features = (
+        (_feature(src, flow_model.feature), _feature(tgt, flow_model.feature)) if flow_model else (None, None)
+    )
+    runs = [
+        _run_tail(
             tail,
             current,
             y,
             a,
             b,
-            replace(cfg, flow=replace(cfg.flow, axes=[axes])),
+            cfg,
             ms,
             copy.deepcopy(rng),
-            flow_model,
-            src,
-            tgt,
-            notify,
-            len(frames) > 1,
+            flow_model=flow_model,
+            features=features,
+            notify=notify,
+            axes=axes,
         )
-        runs.append(run)
-    best = keep_frame([r.score for r in runs])
-    run = runs[best]
+        for axes in frames
+    ]
+    run = runs[0]
     if len(runs) > 1:
+        scores = [r.score(y) for r in runs]
+        best = keep_frame(scores)
+        run = runs[best]
         flow_record = next(r for r in run.stages if r["name"] == "flow")
         flow_record["frame_candidates"] = [
-            {"axes": axes, "score": r.score, "seconds": r.seconds}
-            for axes, r in zip(frames, runs, strict=True)
+            {"axes": axes, "score": score, "seconds": r.seconds}
+            for axes, score, r in zip(frames, scores, runs, strict=True)
         ]
         log.info(
             "flow.axes: %s kept (end-state scores %s)",
             frames[best],
-            ", ".join(f"{axes}: {r.score:.4g}" for axes, r in zip(frames, runs, strict=True)),
+            ", ".join(f"{axes}: {score:.4g}" for axes, score in zip(frames, scores, strict=True)),
         )
     steps += run.steps
     current = run.current
     stages += run.stages
-    confidence, conf_points, confidence_sub = np.ones(len(x)), run.conf_points, run.confidence
-    if conf_points is not None:
+    confidence = np.ones(len(x))
+    if run.conf_points is not None:
         # Spread the subsample's confidences to every point by nearest neighbour.
-        nearest = cKDTree(x[conf_points]).query(x, k=1, workers=-1)[1]
-        confidence = confidence_sub[nearest]
+        nearest = cKDTree(x[run.conf_points]).query(x, k=1, workers=-1)[1]
+        confidence = run.confidence[nearest]
     transform = Composite(steps)
     # `current` is already transform.apply(x): each step was applied as it was fitted.
     warped = current if steps else x.copy()

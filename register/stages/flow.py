@@ -2,10 +2,10 @@
 
 1. The network (:mod:`register.models`) sees the source as moved by the previous stages,
    ``z = T(x)``, and the target ``y``, both subsampled (seeded) to the number of points it was
-   trained on and turned into the model's frame (``R z``, ``R y`` with ``R`` the matrix of
-   the first ``flow.axes`` frame, :mod:`register.core.axes`; the pipeline runs the stage once
-   per candidate frame), and predicts a flow ``F_i`` for every
-   fed source point ``z_i`` (data units, turned back: ``R^T F``).
+   trained on and turned into the model's frame (``R z``, ``R y`` with ``R`` the matrix of one
+   frame of ``flow.axes``, :mod:`register.core.axes`; the pipeline runs the stage once per
+   candidate frame), and predicts a flow ``F_i`` for every fed source point ``z_i`` (data
+   units, turned back: ``R^T F``).
 2. The raw flow is projected onto the pipeline's smooth deformation model: the same
    confidence-weighted kernel ridge regression as the spline stage
    (:func:`~register.stages.spline.fit_kernel_field`, eq. (4) there) with ``d_i = F_i`` and
@@ -101,6 +101,7 @@ def flow_predict(
     rng: np.random.Generator,
     source_feature: np.ndarray | None = None,
     target_feature: np.ndarray | None = None,
+    axes: str | None = None,
 ) -> FlowResult:
     """Predict the flow of ``x`` towards ``y`` and project it onto a smooth field.
 
@@ -111,6 +112,8 @@ def flow_predict(
         rng: seeded generator for the subsamples.
         source_feature: ``(N,)``, target_feature: ``(M,)`` values of ``model.feature`` (e.g.
             vessel radius, data units), or ``None``.
+        axes: the frame the network sees the clouds in (one spec of ``flow.axes``; default the
+            first of ``cfg.axes``).
 
     Returns:
         :class:`FlowResult`.
@@ -123,7 +126,7 @@ def flow_predict(
     fs = None if source_feature is None else source_feature[ix]
     ft = None if target_feature is None else target_feature[iy]
     t_net = time.perf_counter()
-    r = axes_matrix(cfg.axes[0])  # rows: the model's axes in data coordinates
+    r = axes_matrix(axes or cfg.axes[0])  # rows: the model's axes in data coordinates
     flow = model.predict(z @ r.T, y[iy] @ r.T, fs, ft) @ r
     network_seconds = time.perf_counter() - t_net
     # Regression weights (1): source mass times a Gaussian of the landing distance.

@@ -184,6 +184,7 @@ def spline_robot(
     for sigma, blur, reach, cap in zip(
         per_level(cfg.sigmas, n_levels), cfg.blurs, per_level(cfg.reach, n_levels), caps, strict=True
     ):
+        level_ms = ms.capped(cap)
         n_controls = 0  # controls of the level's last fit (0 when every round was skipped)
         # Matching on voxel clusters of side cluster * blur (``cluster`` 0: on the points); the
         # field is fitted to the clusters' displacements with their summed weights.
@@ -193,7 +194,7 @@ def spline_robot(
             source = cluster(z, az, cell)
             if cell > 0:
                 matches = None  # a warm start needs the same clouds: the clusters change
-            matches = ms.capped(cap).match(
+            matches = level_ms.match(
                 source.points, target.points, source.masses, target.masses, blur, reach, warm=matches
             )
             d = to_numpy(matches.targets) - source.points
@@ -218,14 +219,12 @@ def spline_robot(
                 "reach": reach,
                 "cost": matches.cost,
                 "sinkhorn_iterations": matches.iterations,
-                "max_iter": cap or ms.max_iter,
+                "max_iter": level_ms.max_iter,
                 "controls": n_controls,
             }
         )
         log.info("spline level sigma=%.4g blur=%.4g cost=%.4g", sigma, blur, matches.cost)
     # Confidence of the final state, for the outputs (on the points: one per matched point).
     warm = matches if cfg.cluster == 0 else None
-    final = ms.capped(caps[-1]).match(
-        z, ys, az, bs, cfg.blurs[-1], per_level(cfg.reach, n_levels)[-1], warm=warm
-    )
+    final = level_ms.match(z, ys, az, bs, blur, reach, warm=warm)  # the last level's settings
     return SplineResult(fields, to_numpy(final.confidence), ix, final.cost, levels, time.perf_counter() - t0)
