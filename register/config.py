@@ -221,6 +221,17 @@ _POSITIVE_LISTS = {
     ("spline", "reach"),
 }
 
+_FINITE = {
+    ("pipeline", "tol"),
+    ("affine", "move_tol"),
+    ("affine", "cluster"),
+    ("spline", "regularization"),
+    ("spline", "cluster"),
+    ("spline", "control_spacing"),
+    ("flow", "sigma"),
+    ("flow", "regularization"),
+}
+
 
 def _coerce(where: str, value: Any, hint: Any) -> Any:
     origin = get_origin(hint)
@@ -259,6 +270,14 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
         values = getattr(getattr(cfg, table), key)
         if any(not v > 0 for v in values):
             raise ConfigError(f"{origin}: {table}.{key} = {values}: every value must be > 0")
+        # A blur or kernel width is a finest detail / a smoothness scale: infinite makes no
+        # schedule and no kernel (only a reach may be inf: balanced OT).
+        if key != "reach" and not all(math.isfinite(v) for v in values):
+            raise ConfigError(f"{origin}: {table}.{key} = {values}: every value must be finite")
+    for table, key in _FINITE:
+        value = getattr(getattr(cfg, table), key)
+        if not math.isfinite(value):
+            raise ConfigError(f"{origin}: {table}.{key} = {value}: must be finite")
     for table, n_key in (("affine", "blurs"), ("spline", "blurs")):
         n = len(getattr(getattr(cfg, table), n_key))
         for key in ("reach", "sigmas", "max_iter") if table == "spline" else ("reach",):
