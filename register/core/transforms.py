@@ -2,7 +2,10 @@
 
 Every transform has ``apply(points)``, ``save(path)`` and ``Transform.load(path)``. Files are
 ``.npz`` archives (never pickled) holding a ``kind`` and a ``format_version`` next to the
-arrays, so that a transform saved today is loadable and checkable later.
+arrays, so that a transform saved today is loadable and checkable later. :func:`load_transform`
+(``Transform.load``) is the one loader: it checks the archive, the version, every entry's
+dtype, shape and finiteness, the kernel widths and the composites' nesting, and names the file
+and the entry in every error.
 
 Kinds:
     * :class:`Affine`     ``T(x) = A x + t``
@@ -13,8 +16,12 @@ Kinds:
 from __future__ import annotations
 
 import io
+import math
 import os
+import re
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +30,12 @@ import numpy as np
 from register.errors import InputError
 
 FORMAT_VERSION = 1
+# Composites register writes are one level deep (a composite of affine maps and kernel fields);
+# deeper nesting is a damaged or hostile file, refused before it can exhaust the stack.
+MAX_NESTING = 32
+# A kind worth quoting in a message (anything else is described, never printed raw).
+_KIND_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,39}")
+_ZIP_MAGIC, _NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"
 
 
 class Transform:
@@ -39,15 +52,22 @@ class Transform:
         raise NotImplementedError
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str = "") -> Transform:
-        """Inverse of :meth:`to_arrays`: dispatch on the stored ``kind``."""
-        kind = str(arrays[prefix + "kind"])
-        if kind not in KINDS:
-            raise InputError(f"unknown transform kind '{kind}' (known: {', '.join(sorted(KINDS))})")
-        return KINDS[kind]._from_arrays(arrays, prefix)
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], prefix: str = "", *, source: str = "transform"
+    ) -> Transform:
+        """Inverse of :meth:`to_arrays`: dispatch on the stored ``kind``, every entry checked.
+
+        Args:
+            arrays: the archive's entries; prefix: of this transform's keys.
+            source: names the arrays in messages (the file).
+
+        Raises:
+            InputError: a missing or malformed entry (the message names ``source`` and the key).
+        """
+        return _Entries(source, arrays).transform(prefix, depth=0)
 
     @classmethod
-    def _from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> Transform:
+    def _from_entries(cls, entries: _Entries, prefix: str, depth: int) -> Transform:
         raise NotImplementedError
 
     @property
@@ -76,27 +96,8 @@ class Transform:
 
     @staticmethod
     def load(path: str | os.PathLike) -> Transform:
-        """Read a transform saved by :meth:`save`; a clear :class:`InputError` otherwise."""
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: transform file not found; pass the transform.npz written by a run")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError) as exc:
-            raise InputError(f"{path}: not a readable transform archive (.npz): {exc}") from None
-        if "kind" not in arrays or "format_version" not in arrays:
-            raise InputError(f"{path}: not a register transform (no 'kind' / 'format_version' entries)")
-        version = int(arrays["format_version"])
-        if version > FORMAT_VERSION:
-            raise InputError(
-                f"{path}: transform format version {version} is newer than this register "
-                f"(reads up to {FORMAT_VERSION}); upgrade register"
-            )
-        try:
-            return Transform.from_arrays(arrays)
-        except KeyError as exc:
-            raise InputError(f"{path}: transform archive is incomplete (missing {exc})") from None
+        """Read a transform saved by :meth:`save` (same as :func:`load_transform`)."""
+        return load_transform(path)
 
     def check_points(self, points: np.ndarray, what: str = "points") -> np.ndarray:
         """Validate ``points`` as an ``(N, dim)`` finite array; return it as float64."""
@@ -157,8 +158,13 @@ class Affine(Transform):
         }
 
     @classmethod
-    def _from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> Affine:
-        return cls(arrays[prefix + "matrix"], arrays[prefix + "translation"])
+    def _from_entries(cls, entries: _Entries, prefix: str, depth: int) -> Affine:
+        matrix = entries.numbers(prefix + "matrix", ndim=2)
+        if matrix.shape[0] != matrix.shape[1]:
+            raise entries.error(
+                prefix + "matrix", f"must be a square (D, D) matrix, got shape {matrix.shape}"
+            )
+        return cls(matrix, entries.numbers(prefix + "translation", shape=(matrix.shape[0],)))
 
 
 @dataclass
@@ -221,8 +227,13 @@ class KernelField(Transform):
         }
 
     @classmethod
-    def _from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> KernelField:
-        return cls(arrays[prefix + "controls"], arrays[prefix + "weights"], tuple(arrays[prefix + "sigmas"]))
+    def _from_entries(cls, entries: _Entries, prefix: str, depth: int) -> KernelField:
+        controls = entries.numbers(prefix + "controls", ndim=2)
+        weights = entries.numbers(prefix + "weights", shape=controls.shape)
+        sigmas = entries.numbers(prefix + "sigmas", ndim=1)
+        if not len(sigmas) or not (sigmas > 0).all():
+            raise entries.error(prefix + "sigmas", f"kernel widths must be > 0, got {sigmas[:8].tolist()}")
+        return cls(controls, weights, tuple(sigmas))
 
 
 @dataclass
@@ -262,9 +273,173 @@ class Composite(Transform):
         return arrays
 
     @classmethod
-    def _from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> Composite:
-        count = int(arrays[prefix + "count"])
-        return cls([Transform.from_arrays(arrays, f"{prefix}step{i}/") for i in range(count)])
+    def _from_entries(cls, entries: _Entries, prefix: str, depth: int) -> Composite:
+        if depth >= MAX_NESTING:
+            raise InputError(
+                f"{entries.source}: composite transforms nested more than {MAX_NESTING} deep "
+                "(register writes one level); the file is damaged or not register's"
+            )
+        count = entries.integer(prefix + "count")
+        if count <= 0 or count > len(entries.arrays):
+            problem = "the composite is empty (no steps)" if count == 0 else f"{count} steps"
+            raise entries.error(prefix + "count", f"{problem}; a composite holds 1 or more steps")
+        steps = [entries.transform(f"{prefix}step{i}/", depth + 1) for i in range(count)]
+        for i, step in enumerate(steps[1:], 1):
+            if step.dim != steps[0].dim:
+                raise entries.error(
+                    f"{prefix}step{i}/kind", f"a {step.dim}-D step after a {steps[0].dim}-D one"
+                )
+        return cls(steps)
 
 
 KINDS: dict[str, type[Transform]] = {"affine": Affine, "kernel_field": KernelField, "composite": Composite}
+
+
+def _describe(arr: np.ndarray) -> str:
+    """An entry as a message may show it: a short number or name, else its dtype and shape."""
+    if arr.shape == () and arr.dtype.kind in "iuf":
+        return repr(arr.item())
+    if arr.shape == () and arr.dtype.kind == "U" and _KIND_NAME.fullmatch(str(arr)):
+        return repr(str(arr))
+    return f"a {arr.dtype} array of shape {arr.shape}"
+
+
+class _Entries:
+    """The arrays of a transform archive, read with checks whose errors name the file and entry."""
+
+    def __init__(self, source: str, arrays: dict[str, np.ndarray]) -> None:
+        self.source = source
+        self.arrays = arrays
+
+    def error(self, key: str, problem: str) -> InputError:
+        shown = key if len(key) <= 60 else f"...{key[-40:]}"
+        return InputError(
+            f"{self.source}: entry '{shown}' {problem}; the transform file is damaged or not register's"
+        )
+
+    def get(self, key: str) -> np.ndarray:
+        if key not in self.arrays:
+            raise InputError(
+                f"{self.source}: transform archive is incomplete (no '{key if len(key) <= 60 else '...' + key[-40:]}' "
+                "entry); pass the transform.npz written by a run"
+            )
+        return self.arrays[key]
+
+    def integer(self, key: str) -> int:
+        arr = self.get(key)
+        if arr.shape != () or arr.dtype.kind not in "iu":
+            raise self.error(key, f"must be an integer, got {_describe(arr)}")
+        return int(arr)
+
+    def numbers(
+        self, key: str, *, ndim: int | None = None, shape: tuple[int, ...] | None = None
+    ) -> np.ndarray:
+        """A finite float64 array of ``shape`` (or any shape of ``ndim`` dimensions, none empty)."""
+        arr = self.get(key)
+        if arr.dtype.kind not in "iuf":
+            raise self.error(key, f"must hold numbers, got {_describe(arr)}")
+        if shape is not None and arr.shape != shape:
+            raise self.error(key, f"has shape {arr.shape}, expected {shape}")
+        if ndim is not None and (arr.ndim != ndim or 0 in arr.shape):
+            raise self.error(key, f"has shape {arr.shape}, expected a non-empty {ndim}-D array")
+        arr = arr.astype(np.float64)
+        if not np.isfinite(arr).all():
+            raise self.error(key, "holds NaN or Inf values")
+        return arr
+
+    def transform(self, prefix: str, depth: int) -> Transform:
+        key = prefix + "kind"
+        arr = self.get(key)
+        if arr.shape != () or arr.dtype.kind != "U":
+            raise self.error(key, f"must be a transform kind (text), got {_describe(arr)}")
+        kind = str(arr)
+        if kind not in KINDS:
+            shown = repr(kind) if _KIND_NAME.fullmatch(kind) else f"(a {len(kind)}-character text)"
+            raise InputError(
+                f"{self.source}: unknown transform kind {shown} (known: {', '.join(sorted(KINDS))}); "
+                "the file is damaged, not register's, or from a newer register"
+            )
+        return KINDS[kind]._from_entries(self, prefix, depth)
+
+
+def _read_archive(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``, read without pickles, each member's header
+    checked against its size before anything is allocated."""
+    damaged = "the file is damaged (truncated or corrupt); pass the transform.npz written by a run"
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic.startswith(_NPY_MAGIC):
+        raise InputError(
+            f"{path}: is a single .npy array, not a transform archive (.npz); pass the transform.npz written by a run"
+        )
+    if not magic.startswith(_ZIP_MAGIC):
+        raise InputError(f"{path}: not a transform archive (.npz); pass the transform.npz written by a run")
+    arrays: dict[str, np.ndarray] = {}
+    fmt = np.lib.format
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                key = info.filename.removesuffix(".npy")
+                with zf.open(info) as member:
+                    version = fmt.read_magic(member)
+                    read_header = (
+                        fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                    )
+                    shape, _, dtype = read_header(member)
+                    if dtype.hasobject:
+                        raise InputError(
+                            f"{path}: entry '{key}' holds Python objects (a pickle), never loaded; "
+                            "register transforms hold numbers and text only"
+                        )
+                    if math.prod(shape) * dtype.itemsize > info.file_size:
+                        raise InputError(
+                            f"{path}: entry '{key}' is larger than its archive member; {damaged}"
+                        )
+                with zf.open(info) as member:
+                    arrays[key] = fmt.read_array(member, allow_pickle=False)
+    except InputError:
+        raise
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
+        raise InputError(
+            f"{path}: not a readable transform archive ({type(exc).__name__}: {exc}); {damaged}"
+        ) from None
+    return arrays
+
+
+def load_transform(path: str | os.PathLike) -> Transform:
+    """Read a transform saved by :meth:`Transform.save`.
+
+    Raises:
+        InputError: the file is missing, not a zip archive (a ``.npy`` given instead), truncated
+            or corrupt, holds pickled objects, lacks ``kind`` / ``format_version``, has a
+            ``format_version`` that is not an integer or is newer than this register, an
+            unknown kind, an entry of the wrong dtype or shape, NaN / Inf values, kernel
+            widths that are not > 0, an empty composite, steps of different dimensions or
+            composites nested more than :data:`MAX_NESTING` deep. The message names the file
+            (and the entry).
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "transform file not found"
+        raise InputError(f"{path}: {what}; pass the transform.npz written by a run")
+    arrays = _read_archive(path)
+    if "kind" not in arrays or "format_version" not in arrays:
+        raise InputError(f"{path}: not a register transform (no 'kind' / 'format_version' entries)")
+    entries = _Entries(str(path), arrays)
+    version = entries.integer("format_version")
+    if version > FORMAT_VERSION:
+        raise InputError(
+            f"{path}: transform format version {version} is newer than this register "
+            f"(reads up to {FORMAT_VERSION}); upgrade register"
+        )
+    if version < 1:
+        raise entries.error("format_version", f"is {version}; versions start at 1")
+    return entries.transform("", depth=0)
