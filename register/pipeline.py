@@ -97,6 +97,34 @@ def _feature(cloud: PointCloud, name: str) -> np.ndarray | None:
         raise InputError(f"--stages flow: the flow model reads the point attribute '{name}': {exc}") from None
 
 
+# How far beyond the bulk of a cloud a point may lie, in extents of the cloud's central 98 %.
+# The matching normalises both clouds by their joint extent and runs in float32 (24-bit
+# mantissa, ~6e-8 relative): one point 1e6 extents away squeezes the rest of the cloud into
+# fewer than ~16 distinguishable positions per axis, and the result is noise or a failure
+# deep in the solver (a NaN schedule length, a non-converging SVD). Such a point is an error
+# in the file (a sentinel value, a unit slip), so it is refused with its row, not "handled".
+MAX_SPREAD = 1e6
+
+
+def _check_spread(cloud: PointCloud) -> None:
+    """Refuse a cloud with points more than :data:`MAX_SPREAD` robust extents from its centre."""
+    p = cloud.points
+    lo, hi = np.percentile(p, [1, 99], axis=0)
+    extent = float(np.linalg.norm(hi - lo))
+    if extent == 0.0:  # the bulk is one point: nothing to resolve (a degenerate cloud)
+        return
+    distance = np.linalg.norm(p - np.median(p, axis=0), axis=1)
+    far = distance > MAX_SPREAD * extent
+    if far.any():
+        i = int(np.argmax(distance))
+        raise InputError(
+            f"{cloud.label}: point {i} (0-based) at {p[i].tolist()} lies {distance[i] / extent:.2g} times "
+            f"the extent of the cloud's central 98 % from its centre ({int(far.sum())} such point(s)); "
+            "registration cannot resolve the rest of the cloud at that scale: remove the point or fix "
+            "its units"
+        )
+
+
 def _as_cloud(points, what: str) -> PointCloud:
     cloud = points if isinstance(points, PointCloud) else PointCloud(np.asarray(points), path=what)
     p = cloud.points
@@ -106,6 +134,7 @@ def _as_cloud(points, what: str) -> PointCloud:
         raise InputError(f"{cloud.label}: {len(p)} points; registration needs at least {MIN_POINTS}")
     if not np.isfinite(p).all():
         raise InputError(f"{cloud.label}: coordinates contain NaN or Inf; clean the file first")
+    _check_spread(cloud)
     return cloud
 
 
@@ -208,12 +237,19 @@ def register(
         config: a :class:`PipelineConfig` or a preset name / TOML path.
         init: initial affine map (replaces the multi-start / identity start of stage 1).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        seed: seed of every random subsample (results are reproducible for a seed).
+        seed: seed of every random subsample, an integer >= 0 (results are reproducible for a
+            seed).
         on_stage: called as ``on_stage(name, "start" | "done")`` (the CLI's progress display).
 
     Returns:
         :class:`Result`.
+
+    Raises:
+        InputError: a bad argument (``seed``, ``device``, the clouds' shapes, NaN / Inf
+            coordinates, a point far beyond the rest of its cloud) or config value.
     """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise InputError(f"seed = {seed!r}: must be a non-negative integer")
     cfg = load_config(config) if isinstance(config, str) else config
     src, tgt = _as_cloud(source, "source"), _as_cloud(target, "target")
     if src.points.shape[1] != tgt.points.shape[1]:
