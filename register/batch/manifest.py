@@ -12,12 +12,14 @@ Relative paths (points, landmarks, a pipeline ``.toml``) are relative to the man
 
 Every row is checked before any work starts, and every problem is reported at once: unknown
 or missing columns, empty or duplicate ids, ids that cannot be folder names, missing files,
-unsupported extensions, landmarks given for one side only, unknown pipelines.
+unsupported extensions, landmarks given for one side only, unknown pipelines, rows whose
+quoted cell runs over a line break, NUL bytes in paths.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -82,10 +84,10 @@ def read_manifest(path: Path) -> list[PairSpec]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"manifest {path}: cannot be read ({exc})") from None
-    rows = _jsonl_rows(path, text) if path.suffix.lower() != ".csv" else _csv_rows(path, text)
-    if not rows:
-        raise ManifestError(f"manifest {path}: no pairs; add one row per pair ({', '.join(REQUIRED)})")
     problems: list[str] = []
+    rows = _jsonl_rows(path, text) if path.suffix.lower() != ".csv" else _csv_rows(path, text, problems)
+    if not rows and not problems:
+        raise ManifestError(f"manifest {path}: no pairs; add one row per pair ({', '.join(REQUIRED)})")
     pairs = [_check_row(path.parent, line, row, problems) for line, row in rows]
     _check_unique(pairs, problems)
     if problems:
@@ -99,24 +101,41 @@ def read_manifest(path: Path) -> list[PairSpec]:
     return pairs
 
 
-def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, str]]]:
-    lines = [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.startswith("#")]
-    if not lines:
-        return []
+def _csv_rows(path: Path, text: str, problems: list[str]) -> list[tuple[int, dict[str, str]]]:
+    # Comment lines become blank (an unmatched quote in a comment must not swallow rows), then
+    # the whole text is parsed at once, so a quoted cell may not silently span lines: every
+    # record's first and last line are known and a multi-line record is a problem of its own.
+    lines = text.splitlines()
+    kept = "\n".join("" if ln.startswith("#") else ln for ln in lines) + "\n"
+    reader = csv.reader(io.StringIO(kept), skipinitialspace=True)
+    records: list[tuple[int, int, list[str]]] = []
+    first = 1
     try:
-        parsed = list(csv.reader([ln for _, ln in lines], skipinitialspace=True))
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                records.append((first, reader.line_num, cells))
+            first = reader.line_num + 1
     except csv.Error as exc:
-        raise ManifestError(f"manifest {path}: not valid CSV ({exc})") from None
-    header = [h.strip() for h in parsed[0]]
-    _check_columns(path, lines[0][0], header)
+        raise ManifestError(f"manifest {path} line {reader.line_num}: not valid CSV ({exc})") from None
+    if not records:
+        return []
+    header_line, _, header_cells = records[0]
+    header = [h.strip() for h in header_cells]
+    _check_columns(path, header_line, header)
     rows = []
-    for (line, _), cells in zip(lines[1:], parsed[1:], strict=True):
-        if len(cells) != len(header):
-            raise ManifestError(
-                f"manifest {path} line {line}: {len(cells)} cells but the header has {len(header)} "
-                f"columns ({', '.join(header)}); quote cells that contain commas"
+    for line, last, cells in records[1:]:
+        if last != line:
+            problems.append(
+                f"line {line}: a quoted cell runs on to line {last} (a missing closing quote?); "
+                "put every row on one line"
             )
-        rows.append((line, {h: c.strip() for h, c in zip(header, cells, strict=True)}))
+        elif len(cells) != len(header):
+            problems.append(
+                f"line {line}: {len(cells)} cells but the header has {len(header)} columns "
+                f"({', '.join(header)}); quote cells that contain commas"
+            )
+        else:
+            rows.append((line, {h: c.strip() for h, c in zip(header, cells, strict=True)}))
     return rows
 
 
@@ -179,12 +198,17 @@ def _check_row(base: Path, line: int, row: dict[str, str], problems: list[str]) 
         tgt_lm = _point_file(base, lm_cells[1], "target_landmarks", where, problems)
         landmarks = (src_lm, tgt_lm)
     pipeline = _pipeline(base, row.get("pipeline", ""), where, problems)
+    if "\x00" in row.get("weights", ""):
+        problems.append(f"{where}, column weights: contains a NUL byte; fix the manifest")
     return PairSpec(pair_id, source, target, landmarks, pipeline, row.get("weights") or None, line)
 
 
 def _point_file(base: Path, cell: str, column: str, where: str, problems: list[str]) -> Path:
     from register.io import supported_extensions
 
+    if "\x00" in cell:
+        problems.append(f"{where}, column {column}: the path contains a NUL byte; fix the manifest")
+        return base
     path = (base / cell).resolve() if cell else base
     if not cell:
         problems.append(f"{where}, column {column}: empty; give the path of a point file")
@@ -202,6 +226,9 @@ def _pipeline(base: Path, cell: str, where: str, problems: list[str]) -> str | N
     from register.config import load_config
 
     if not cell:
+        return None
+    if "\x00" in cell:
+        problems.append(f"{where}, column pipeline: contains a NUL byte; fix the manifest")
         return None
     value = str((base / cell).resolve()) if cell.endswith(".toml") else cell
     try:
