@@ -39,7 +39,4 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'register' has no attribute {name!r}")
-    module = import_module(_EXPORTS[name])
-    if name == "load_transform":
-        return module.Transform.load
-    return getattr(module, name)
+    return getattr(import_module(_EXPORTS[name]), name)
