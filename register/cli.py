@@ -6,6 +6,8 @@ Heavy modules (torch, pyvista) are imported inside the commands so that ``--help
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import os
 import sys
@@ -16,11 +18,18 @@ import typer
 
 from register.errors import InputError
 
+EXIT_FAILED = 1
 EXIT_INPUT = 2
 EXIT_PAIRS_FAILED = 3
 EXIT_INTERRUPTED = 130
 COMMANDS = ("run", "warp", "eval", "info", "batch", "show", "report", "train")
 ADVANCED = "Advanced"
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "-v", "--verbose", help="Print the traceback of an unexpected error.", rich_help_panel=ADVANCED
+    ),
+]
 
 app = typer.Typer(
     add_completion=False,
@@ -48,12 +57,80 @@ def _console():
     return Console(stderr=True)
 
 
-def _fail(message: str) -> typer.Exit:
-    from rich.markup import escape
+def _fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
+    """Print ``error: message`` (one line) on stderr; the :class:`typer.Exit` to raise."""
+    try:
+        from rich.markup import escape
 
-    # Escaped: "[affine]" in a message is text, not markup; soft_wrap: paths are never split.
-    _console().print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_INPUT)
+        # Escaped: "[affine]" in a message is text, not markup; soft_wrap: paths are never split.
+        _console().print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
+    except Exception:  # e.g. out of memory: rich itself cannot be imported
+        sys.stderr.write(f"error: {message}\n")
+    return typer.Exit(code)
+
+
+def _out_of_memory(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is the machine running out of memory: MemoryError,
+    torch's allocator errors, and the ImportError / OSError of a lazy import that cannot map its
+    shared library under an address-space limit."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc).lower()
+        if isinstance(exc, MemoryError):
+            return True
+        if isinstance(exc, RuntimeError) and any(
+            s in text for s in ("can't allocate memory", "out of memory", "not enough memory")
+        ):
+            return True
+        if isinstance(exc, ImportError | OSError) and (
+            "failed to map segment" in text
+            or "cannot allocate memory" in text
+            or getattr(exc, "errno", None) == errno.ENOMEM
+        ):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__
+
+
+def _guarded(command):
+    """The error policy of every command.
+
+    A user error (:class:`InputError`: a file, option or key the user can fix) is one line and
+    exit 2; running out of memory is one line saying what to do and exit 1; any other failure
+    (a bug) is one line and exit 1, its traceback printed only with ``-v``.
+    """
+
+    @functools.wraps(command)
+    def run_command(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):  # the command's own exit code
+            raise
+        except InputError as exc:
+            raise _fail(str(exc)) from None
+        except Exception as exc:
+            if _out_of_memory(exc):
+                raise _fail(
+                    f"out of memory ({_first_line(exc)}); use fewer points (e.g. --set "
+                    "affine.max_points=2000 --set spline.max_points=2000, or subsample the clouds), "
+                    "free memory, or use a machine with more",
+                    EXIT_FAILED,
+                ) from None
+            if kwargs.get("verbose"):
+                _console().print_exception()
+            raise _fail(
+                f"unexpected {_first_line(exc)}. This is a bug: run again with -v for the "
+                "traceback and report it",
+                EXIT_FAILED,
+            ) from None
+
+    return run_command
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
@@ -68,6 +145,7 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
 
 
 @app.command("run")
+@_guarded
 def run(
     source: Annotated[
         Path,
@@ -123,31 +201,34 @@ def run(
         ),
     ] = None,
     verbose: Annotated[
-        bool, typer.Option("-v", "--verbose", help="Log each level of each stage.", rich_help_panel=ADVANCED)
+        bool,
+        typer.Option(
+            "-v",
+            "--verbose",
+            help="Log each level of each stage; print the traceback of an unexpected error.",
+            rich_help_panel=ADVANCED,
+        ),
     ] = False,
 ) -> None:
     """Register SRC onto TGT and write the transform, warped source and deformation field."""
     _setup_logging(verbose, quiet or json_out)
-    try:
-        summary = _run(
-            source,
-            target,
-            output,
-            pipeline,
-            stages,
-            weights,
-            device,
-            seed,
-            quiet,
-            show,
-            screenshot,
-            overwrite,
-            set_ or [],
-            backend,
-            landmarks,
-        )
-    except InputError as exc:
-        raise _fail(str(exc)) from None
+    summary = _run(
+        source,
+        target,
+        output,
+        pipeline,
+        stages,
+        weights,
+        device,
+        seed,
+        quiet,
+        show,
+        screenshot,
+        overwrite,
+        set_ or [],
+        backend,
+        landmarks,
+    )
     if json_out:
         from register.outputs import json_safe
 
@@ -171,11 +252,16 @@ def _run(
     backend,
     landmarks,
 ) -> dict:
-    from register.outputs import check_output_dir, write_result
-    from register.run import RunRequest, prepare
+    from register.outputs import check_output, write_result
+    from register.run import RunRequest, check_request, input_files, prepare, result_size
 
     outdir = output or Path(f"{source.stem}_to_{target.stem}")
-    check_output_dir(outdir, overwrite)
+    request = RunRequest(
+        source, target, pipeline, stages, weights, device, seed, tuple(overrides), backend, landmarks
+    )
+    check_request(request)
+    # Before any work: the output folder (never over an input or a folder of the user's) ...
+    out = check_output(outdir, overwrite=overwrite, inputs=input_files(request))
     if screenshot is not None:
         if screenshot.suffix.lower() != ".png":
             raise InputError(f"--screenshot {screenshot}: must be a .png file")
@@ -183,10 +269,15 @@ def _run(
             raise InputError(
                 f"--screenshot {screenshot}: file exists; choose another name or pass --overwrite"
             )
-    request = RunRequest(
-        source, target, pipeline, stages, weights, device, seed, tuple(overrides), backend, landmarks
-    )
+        if out.path in screenshot.resolve().parents:
+            raise InputError(
+                f"--screenshot {screenshot}: inside the output folder -o {outdir}, which is written as a "
+                "whole; put the picture elsewhere"
+            )
     inputs = prepare(request)
+    # ... and, once the clouds are read, room for the result and working writers for it.
+    out.check_space(result_size(inputs))
+    out.check_writers(inputs.source)
     result, metrics = _register_with_progress(inputs, quiet)
     from register.viz import render
 
@@ -196,7 +287,7 @@ def _run(
         # Rendered before the results are written: a rendering error leaves no output folder.
         render(src.points, tgt.points, result.warped, screenshot=screenshot, title=title)
     try:
-        warped_path = write_result(outdir, src, result, metrics, overwrite=overwrite)
+        warped_path = write_result(out, src, result, metrics)
     except BaseException:
         if screenshot is not None:
             screenshot.unlink(missing_ok=True)
@@ -280,6 +371,7 @@ def _print_summary(summary: dict) -> None:
 
 
 @app.command("eval")
+@_guarded
 def evaluate(
     transform: Annotated[Path, typer.Argument(help="transform.npz written by a registration.")],
     landmarks: Annotated[
@@ -290,30 +382,28 @@ def evaluate(
     ] = None,
     source: Annotated[Path | None, typer.Option(help="Source points the --flow-gt rows belong to.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Evaluate a saved transform: landmark TRE, or scene-flow EPE3D / Acc3DS / Acc3DR / Outliers3D."""
-    try:
-        from register.core.transforms import Transform
-        from register.io import read_points
-        from register.metrics import scene_flow
-        from register.run import landmark_errors, read_landmarks
+    from register.core.transforms import Transform
+    from register.io import read_points
+    from register.metrics import scene_flow
+    from register.run import landmark_errors, read_landmarks
 
-        if landmarks is None and flow_gt is None:
-            raise InputError("give --landmarks SRC_LM TGT_LM and/or --flow-gt FLOW --source SRC")
-        tf = Transform.load(transform)
-        out: dict = {"transform": str(transform)}
-        if landmarks is not None:
-            out["landmarks"] = landmark_errors(tf, *read_landmarks(landmarks, tf.dim))
-        if flow_gt is not None:
-            if source is None:
-                raise InputError("--flow-gt needs --source (the points the flow rows belong to)")
-            pts = read_points(source).points
-            gt = read_points(flow_gt).points
-            if gt.shape != pts.shape:
-                raise InputError(f"--flow-gt {flow_gt}: shape {gt.shape} but --source has {pts.shape}")
-            out["scene_flow"] = scene_flow(tf.apply(pts) - pts, gt)
-    except InputError as exc:
-        raise _fail(str(exc)) from None
+    if landmarks is None and flow_gt is None:
+        raise InputError("give --landmarks SRC_LM TGT_LM and/or --flow-gt FLOW --source SRC")
+    tf = Transform.load(transform)
+    out: dict = {"transform": str(transform)}
+    if landmarks is not None:
+        out["landmarks"] = landmark_errors(tf, *read_landmarks(landmarks, tf.dim))
+    if flow_gt is not None:
+        if source is None:
+            raise InputError("--flow-gt needs --source (the points the flow rows belong to)")
+        pts = read_points(source).points
+        gt = read_points(flow_gt).points
+        if gt.shape != pts.shape:
+            raise InputError(f"--flow-gt {flow_gt}: shape {gt.shape} but --source has {pts.shape}")
+        out["scene_flow"] = scene_flow(tf.apply(pts) - pts, gt)
     if json_out:
         typer.echo(json.dumps(out, indent=2))
         return
@@ -330,6 +420,7 @@ def evaluate(
 
 
 @app.command("warp")
+@_guarded
 def warp(
     transform: Annotated[Path, typer.Argument(help="transform.npz written by a registration.")],
     input_: Annotated[
@@ -344,26 +435,35 @@ def warp(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
     ] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Apply a saved transform to any points or mesh (faces and attributes are kept)."""
-    try:
-        from register.core.transforms import Transform
-        from register.io import read_points, write_points
+    from register.core.transforms import Transform
+    from register.io import read_points, write_points
 
-        if output.exists() and not overwrite:
-            raise InputError(f"-o {output}: file exists; choose another name or pass --overwrite")
-        if output.resolve() == input_.resolve():
-            raise InputError(f"-o {output}: same file as INPUT; write the result elsewhere")
-        tf = Transform.load(transform)
-        cloud = read_points(input_)
-        if cloud.points.shape[1] != tf.dim:
-            raise InputError(
-                f"{input_}: {cloud.points.shape[1]}-D points, but {transform} is a {tf.dim}-D transform"
-            )
+    if output.exists() and not overwrite:
+        raise InputError(f"-o {output}: file exists; choose another name or pass --overwrite")
+    for other, name in ((input_, "INPUT"), (transform, "TRANSFORM")):
+        if output.resolve() == other.resolve():
+            raise InputError(f"-o {output}: same file as {name}; write the result elsewhere")
+    tf = Transform.load(transform)
+    cloud = read_points(input_)
+    if cloud.points.shape[1] != tf.dim:
+        raise InputError(
+            f"{input_}: {cloud.points.shape[1]}-D points, but {transform} is a {tf.dim}-D transform"
+        )
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, not warned
         moved = tf.apply(cloud.points)
-        write_points(output, cloud.with_points(moved))
-    except InputError as exc:
-        raise _fail(str(exc)) from None
+    bad = ~np.isfinite(moved).all(axis=1)
+    if bad.any():
+        raise InputError(
+            f"{transform}: moves {int(bad.sum()):,} of the {len(moved):,} points of {input_} to non-finite "
+            f"coordinates (first: point {int(np.argmax(bad))}); the transform is damaged or not meant for "
+            "these points; nothing was written"
+        )
+    write_points(output, cloud.with_points(moved))
     if json_out:
         typer.echo(json.dumps({"status": "ok", "output": str(output), "points": len(moved)}))
     else:
@@ -371,6 +471,7 @@ def warp(
 
 
 @app.command("batch")
+@_guarded
 def batch(
     manifest: Annotated[
         Path,
@@ -436,6 +537,7 @@ def batch(
             "--set", help="Override a config key of every pair: TABLE.KEY=VALUE.", rich_help_panel=ADVANCED
         ),
     ] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Register every pair of a manifest; resumable, in parallel, on one machine or a Dask cluster.
 
@@ -461,8 +563,6 @@ def batch(
             from register.report import write_report
 
             report_path = write_report(output)
-    except InputError as exc:
-        raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         _console().print(f"interrupted; run the same command again to finish the batch in {output}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -488,22 +588,28 @@ def batch(
 
 
 def _batch(manifest, output, options, workers, scheduler, threads, quiet):
-    from register.batch import check_outdir, plan, read_manifest, run_batch
-    from register.run import build_config
+    from register.batch import check_outdir, check_pair_inputs, plan, read_manifest, run_batch
+    from register.run import build_config, check_seed
 
     if scheduler is not None and workers is not None:
         raise InputError(
             "--workers and --scheduler: choose one (on a Dask cluster the workers run the pairs)"
         )
+    check_seed(options.seed)
     device = options.device
     if device != "auto" and device != "cpu" and not device.startswith("cuda"):
         raise InputError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda"):  # every pair would fail on it: refused before any pair runs
+        from register.pipeline import resolve_device
+
+        resolve_device(device)
     pairs = read_manifest(manifest)
     # Every configuration a pair will use is checked now, before any work.
     for name in sorted({p.pipeline or options.pipeline for p in pairs}):
         build_config(name, stages=options.stages, weights=options.weights, overrides=options.overrides)
     check_outdir(output)
     jobs = plan(pairs, output, options)
+    check_pair_inputs(jobs)
     if scheduler is not None:
         from register.batch.dask_runner import DaskRunner
 
@@ -597,6 +703,7 @@ def _print_batch_table(rows: list[dict], info: dict, report_path) -> None:
 
 
 @app.command("report")
+@_guarded
 def report_command(
     outdir: Annotated[Path, typer.Argument(help="Output folder of 'register batch'.")],
     output: Annotated[
@@ -606,21 +713,20 @@ def report_command(
         bool, typer.Option(help="Embed the pictures in the page (one movable file) instead of linking them.")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Write an HTML page over a batch: one row per pair, pictures and errors; failures first.
 
     The page is self-contained (inline style and script, no network) and opens from disk.
     """
-    try:
-        from register.report import write_report
+    from register.report import write_report
 
-        path = write_report(outdir, output, embed=embed, overwrite=overwrite)
-    except InputError as exc:
-        raise _fail(str(exc)) from None
+    path = write_report(outdir, output, embed=embed, overwrite=overwrite)
     _console().print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 @app.command("show")
+@_guarded
 def show_command(
     result: Annotated[
         Path, typer.Argument(help="A result folder: OUTDIR/<id> of a batch, or -o of 'register run'.")
@@ -636,32 +742,32 @@ def show_command(
         Path | None, typer.Option(help="Render the view off-screen to this PNG instead of opening a window.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the --screenshot file if it exists.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Reopen a result in 3-D: source, target and warped source (toggle each), displacement as colour, landmark errors as lines."""
-    try:
-        from register.viz import show_result
+    from register.viz import show_result
 
-        if screenshot is not None:
-            if screenshot.suffix.lower() != ".png":
-                raise InputError(f"--screenshot {screenshot}: must be a .png file")
-            if screenshot.exists() and not overwrite:
-                raise InputError(
-                    f"--screenshot {screenshot}: file exists; choose another name or pass --overwrite"
-                )
-        from register.outputs import read_result
-        from register.viz import ResultView
+    if screenshot is not None:
+        if screenshot.suffix.lower() != ".png":
+            raise InputError(f"--screenshot {screenshot}: must be a .png file")
+        if screenshot.exists() and not overwrite:
+            raise InputError(
+                f"--screenshot {screenshot}: file exists; choose another name or pass --overwrite"
+            )
+    from register.outputs import read_result
+    from register.viz import ResultView
 
-        view = ResultView(**read_result(result, target=target, landmarks=landmarks))
-        show_result(view, screenshot=screenshot)
-    except InputError as exc:
-        raise _fail(str(exc)) from None
+    view = ResultView(**read_result(result, target=target, landmarks=landmarks))
+    show_result(view, screenshot=screenshot)
     if screenshot is not None:
         _console().print(f"wrote {screenshot}", highlight=False, soft_wrap=True)
 
 
 @app.command("info")
+@_guarded
 def info(
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Versions, kernel backends, devices, presets, file formats and flow models."""
     import torch
@@ -707,10 +813,7 @@ def _flow_models() -> list[dict]:
     """The shipped flow models (``register info``)."""
     from register.models.registry import available_models
 
-    try:
-        return [m.to_dict() for m in available_models()]
-    except InputError as exc:
-        raise _fail(str(exc)) from None
+    return [m.to_dict() for m in available_models()]
 
 
 def _flow_model_rows(table, models: list[dict]) -> None:
@@ -723,6 +826,7 @@ def _flow_model_rows(table, models: list[dict]) -> None:
 
 
 @app.command("train")
+@_guarded
 def train_command(
     preset: Annotated[
         str, typer.Option(help="Synthetic training data and normalisation: lung, sceneflow or shapes.")
@@ -788,6 +892,7 @@ def train_command(
         ),
     ] = 0.0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar and no summary.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train a flow network (stage 2) on synthetic pairs with known flow, and save it.
 
@@ -802,60 +907,60 @@ def train_command(
     --init lung.pt --real pairs.csv
     """
     _setup_logging(False, quiet)
-    try:
-        from register.models.train import TrainSettings
+    from register.models.train import TrainSettings
+    from register.run import check_seed
 
-        net = None
-        if init is not None:  # the run's network is the initial model's
-            from register.models.checkpoint import read_checkpoint
-            from register.models.pointpwc import FlowNetConfig
+    check_seed(seed)
 
-            net = FlowNetConfig(**read_checkpoint(init, option="--init")["architecture"])
-        settings = TrainSettings(
-            net=net,
-            real=str(real) if real is not None else "",
-            ot_weight=ot_weight,
-            ot_blur=ot_blur,
-            ot_reach=ot_reach,
-            init=str(init) if init is not None else "",
-            keypoint_fraction=keypoint_fraction,
-            preset=preset,
-            steps=steps,
-            batch_size=batch_size,
-            points=points,
-            seed=seed,
-            lr=lr,
-            lr_final=lr / 10,
-            checkpoint_every=checkpoint_every,
-            validation_pairs=validation_pairs,
+    net = None
+    if init is not None:  # the run's network is the initial model's
+        from register.models.checkpoint import read_checkpoint
+        from register.models.pointpwc import FlowNetConfig
+
+        net = FlowNetConfig(**read_checkpoint(init, option="--init")["architecture"])
+    settings = TrainSettings(
+        net=net,
+        real=str(real) if real is not None else "",
+        ot_weight=ot_weight,
+        ot_blur=ot_blur,
+        ot_reach=ot_reach,
+        init=str(init) if init is not None else "",
+        keypoint_fraction=keypoint_fraction,
+        preset=preset,
+        steps=steps,
+        batch_size=batch_size,
+        points=points,
+        seed=seed,
+        lr=lr,
+        lr_final=lr / 10,
+        checkpoint_every=checkpoint_every,
+        validation_pairs=validation_pairs,
+    )
+    from register.pipeline import resolve_device
+
+    device = resolve_device(device)
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads {threads}: must be >= 1")
+        import torch
+
+        torch.set_num_threads(threads)
+    command = (
+        f"register train --preset {preset} --steps {steps} --out {out.name} --seed {seed} "
+        f"--batch-size {batch_size} --points {points}"
+        + (f" --lr {lr}" if lr != 1e-3 else "")
+        # float sums may depend on the thread count: record it for bit-for-bit reproduction
+        + (f" --threads {threads}" if threads is not None else "")
+        + (f" --validation-pairs {validation_pairs}" if validation_pairs != 8 else "")
+        + (f" --init {init}" if init is not None else "")
+        + (f" --keypoint-fraction {keypoint_fraction}" if keypoint_fraction else "")
+        + (
+            f" --real {real} --ot-weight {ot_weight} --ot-blur {ot_blur} --ot-reach {ot_reach}"
+            if real is not None
+            else ""
         )
-        from register.pipeline import resolve_device
-
-        device = resolve_device(device)
-        if threads is not None:
-            if threads < 1:
-                raise InputError(f"--threads {threads}: must be >= 1")
-            import torch
-
-            torch.set_num_threads(threads)
-        command = (
-            f"register train --preset {preset} --steps {steps} --out {out.name} --seed {seed} "
-            f"--batch-size {batch_size} --points {points}"
-            + (f" --lr {lr}" if lr != 1e-3 else "")
-            # float sums may depend on the thread count: record it for bit-for-bit reproduction
-            + (f" --threads {threads}" if threads is not None else "")
-            + (f" --validation-pairs {validation_pairs}" if validation_pairs != 8 else "")
-            + (f" --init {init}" if init is not None else "")
-            + (f" --keypoint-fraction {keypoint_fraction}" if keypoint_fraction else "")
-            + (
-                f" --real {real} --ot-weight {ot_weight} --ot-blur {ot_blur} --ot-reach {ot_reach}"
-                if real is not None
-                else ""
-            )
-        )
-        result = _train_with_progress(settings, out, resume, overwrite, device, command, quiet)
-    except InputError as exc:
-        raise _fail(str(exc)) from None
+    )
+    result = _train_with_progress(settings, out, resume, overwrite, device, command, quiet)
     if quiet:
         return
     from rich.table import Table

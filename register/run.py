@@ -12,6 +12,7 @@ Writing the result folder is :func:`register.outputs.write_result`'s job.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -155,6 +156,42 @@ def landmark_errors(transform, src_lm: np.ndarray, tgt_lm: np.ndarray) -> dict:
     }
 
 
+MAX_SEED = 2**64 - 1
+
+
+def check_seed(seed, option: str = "--seed") -> None:
+    """Refuse a seed that is not an integer from 0 to :data:`MAX_SEED` (the message names ``option``)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"{option} {seed}: must be a whole number from 0 to {MAX_SEED}")
+
+
+def check_request(request: RunRequest) -> None:
+    """Check the options of ``request`` that need no file (the seed), naming the option."""
+    check_seed(request.seed)
+
+
+def input_files(request: RunRequest) -> list[Path]:
+    """Every file ``request`` reads: points, landmarks and a pipeline ``.toml`` (none of them may be
+    inside the output folder)."""
+    files = [Path(request.source), Path(request.target), *(Path(p) for p in request.landmarks or ())]
+    if request.pipeline.endswith(".toml"):
+        files.append(Path(request.pipeline))
+    return files
+
+
+def result_size(inputs: Inputs) -> int:
+    """An upper estimate of the result folder's size for ``inputs``, bytes
+    (:func:`register.outputs.result_bytes`)."""
+    from register.outputs import result_bytes
+
+    src, cfg = inputs.source, inputs.config
+    values = sum(int(np.prod(v.shape[1:], dtype=int)) for v in src.point_data.values())
+    stages = cfg.pipeline.stages
+    levels = 1 + ("flow" in stages) + (len(cfg.spline.blurs) if "spline" in stages else 0)
+    landmarks = 0 if inputs.landmarks is None else len(inputs.landmarks[0])
+    return result_bytes(len(src), src.points.shape[1], values, levels, landmarks)
+
+
 def prepare(request: RunRequest) -> Inputs:
     """Check ``request`` and read its files.
 
@@ -164,6 +201,7 @@ def prepare(request: RunRequest) -> Inputs:
     from register.io import read_points
     from register.pipeline import MIN_POINTS
 
+    check_request(request)
     r = request
     cfg = build_config(
         r.pipeline, stages=r.stages, weights=r.weights, overrides=r.overrides, backend=r.backend
@@ -196,8 +234,10 @@ def execute(inputs: Inputs, on_stage: Callable[[str, str], None] | None = None):
     seconds = time.perf_counter() - t0
     metrics = {
         **result.metrics,
-        "source": str(req.source),
-        "target": str(req.target),
+        # Absolute, so that `register show` finds them from any folder (write_result adds
+        # the paths relative to the result folder, for a project moved as a whole).
+        "source": os.path.abspath(req.source),
+        "target": os.path.abspath(req.target),
         "pipeline": req.pipeline,
         "total_seconds": seconds,
         "stages": result.stages,
@@ -206,6 +246,6 @@ def execute(inputs: Inputs, on_stage: Callable[[str, str], None] | None = None):
     if inputs.landmarks is not None:
         metrics["landmarks"] = {
             **landmark_errors(result.transform, *inputs.landmarks),
-            "files": [str(p) for p in req.landmarks],
+            "files": [os.path.abspath(p) for p in req.landmarks],
         }
     return result, metrics

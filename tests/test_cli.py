@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -254,9 +255,18 @@ def test_same_seed_same_result_and_overwrite(pair, run, tmp_path):
     assert listing(outdir) == {"old.txt"} and (outdir / "old.txt").read_text() == "keep me"
     assert listing(tmp_path) == {"out"}
 
+    # --overwrite replaces only a result folder register wrote, never a folder of the user's
+    assert_input_error(invoke([*args, "--overwrite"]), str(outdir), "old.txt")
+    assert listing(outdir) == {"old.txt"} and (outdir / "old.txt").read_text() == "keep me"
+
+    shutil.rmtree(outdir)
+    shutil.copytree(run[1], outdir)  # an earlier result, marked to see it replaced
+    metrics = json.loads((outdir / "metrics.json").read_text())
+    (outdir / "metrics.json").write_text(json.dumps({**metrics, "earlier": True}))
     replaced = invoke([*args, "--overwrite"])
     assert replaced.exit_code == 0, stderr_of(replaced)
     assert listing(outdir) == RESULT_FILES
+    assert "earlier" not in json.loads((outdir / "metrics.json").read_text())
     assert listing(tmp_path) == {"out"}, "temporary or trash folders left behind"
     np.testing.assert_array_equal(warped_points(outdir), warped_points(run[1]))
 
@@ -457,7 +467,7 @@ def test_error_message_is_not_hard_wrapped(pair, tmp_path):
     assert err.startswith("error: ")
 
 
-def test_failed_write_keeps_old_output_and_no_partial_folder(pair, tmp_path, monkeypatch):
+def test_failed_write_keeps_old_output_and_no_partial_folder(pair, run, tmp_path, monkeypatch):
     """A failure half-way through writing OUTDIR (--overwrite) leaves the old OUTDIR as it was."""
     import register.outputs
 
@@ -467,12 +477,12 @@ def test_failed_write_keeps_old_output_and_no_partial_folder(pair, tmp_path, mon
     monkeypatch.setattr(register.outputs, "to_toml", broken_to_toml)
     src, tgt = pair
     outdir = tmp_path / "out"
-    outdir.mkdir()
-    (outdir / "old.txt").write_text("keep me")
+    shutil.copytree(run[1], outdir)
+    before = {name: (outdir / name).read_bytes() for name in RESULT_FILES}
     result = invoke(["run", src, tgt, "-o", outdir, "-q", "--overwrite", *CHEAP])
     assert_input_error(result, "simulated write failure")
     assert listing(tmp_path) == {"out"}, "a temporary folder was left behind"
-    assert listing(outdir) == {"old.txt"} and (outdir / "old.txt").read_text() == "keep me"
+    assert {name: (outdir / name).read_bytes() for name in listing(outdir)} == before
 
 
 def test_failed_screenshot_leaves_no_result(pair, tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ Modules, one purpose each:
 Importing this package imports neither torch nor Dask.
 """
 
-from register.batch.driver import BatchOptions, check_outdir, plan, run_batch
+from register.batch.driver import BatchOptions, check_outdir, check_pair_inputs, plan, run_batch
 from register.batch.job import PairJob, check_complete, run_pair
 from register.batch.manifest import ManifestError, PairSpec, read_manifest
 from register.batch.summary import collect
@@ -24,6 +24,7 @@ __all__ = [
     "PairSpec",
     "check_complete",
     "check_outdir",
+    "check_pair_inputs",
     "collect",
     "plan",
     "read_manifest",

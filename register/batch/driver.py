@@ -101,6 +101,34 @@ def check_outdir(outdir: Path) -> None:
         )
     if not outdir.exists() and not outdir.parent.is_dir():
         raise InputError(f"-o {outdir}: parent folder {outdir.parent} does not exist")
+    # Can we write there (a read-only or full file system fails here, not after the first pair)?
+    probe = (outdir if outdir.is_dir() else outdir.parent) / f".batch.{os.getpid()}.probe"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise InputError(
+            f"-o {outdir}: cannot write in {probe.parent} ({exc.strerror or exc}); choose a folder where you can write"
+        ) from None
+
+
+def check_pair_inputs(jobs: list[PairJob]) -> None:
+    """Refuse a batch in which a pair's folder holds one of the pair's inputs: the folder is
+    replaced as a whole whenever the pair runs (again)."""
+    from register.run import input_files
+
+    problems = []
+    for job in jobs:
+        folder = job.folder.resolve()
+        for item in input_files(job.request()):
+            real = Path(item).resolve()
+            if real == folder or folder in real.parents:
+                problems.append(f"pair {job.id}: its input {item} is inside its output folder {folder}")
+    if problems:
+        raise InputError(
+            f"{len(problems)} pair(s) would replace their own inputs; move the inputs out of the pair "
+            "folders (nothing was run):\n  " + "\n  ".join(problems)
+        )
 
 
 @contextlib.contextmanager
@@ -244,6 +272,7 @@ __all__ = [
     "SUMMARY_JSON",
     "BatchOptions",
     "check_outdir",
+    "check_pair_inputs",
     "plan",
     "run_batch",
 ]

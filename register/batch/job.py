@@ -269,10 +269,20 @@ def run_pair(job: PairJob) -> dict:
         _write_status(tmp, record, spec)
 
     try:
+        from register.outputs import check_output, write_result
+        from register.run import execute, input_files, prepare, result_size
+
         spec = fingerprint(job)
         log.info("pair %s, attempt %d, on %s (pid %d)", job.id, job.attempt, base["host"], base["pid"])
         log.info("settings %s", json.dumps(spec))
-        result, metrics, inputs = _register(job)
+        request = job.request()
+        # The pair's folder is checked before the registration and committed by the one routine
+        # of register run (an earlier result of the pair is replaced, nothing else).
+        out = check_output(job.folder, overwrite=True, inputs=input_files(request), label=f"pair {job.id}")
+        inputs = prepare(request)
+        out.check_space(result_size(inputs))
+        out.check_writers(inputs.source)
+        result, metrics = execute(inputs)
         record.update(status="ok", **_record_of(job, metrics))
 
         def add_extras(tmp: Path) -> None:
@@ -283,18 +293,13 @@ def run_pair(job: PairJob) -> dict:
                 render(src, tgt, result.warped, screenshot=tmp / IMAGE, title=job.id)
             commit(tmp)
 
-        from register.outputs import write_result
-
-        write_result(job.folder, inputs.source, result, metrics, overwrite=True, before_commit=add_extras)
+        write_result(out, inputs.source, result, metrics, before_commit=add_extras)
     except Exception as exc:
-        from register.outputs import atomic_folder
-
         record.clear()
         record.update(base, error_kind="input" if isinstance(exc, InputError) else "error")
         record["error"] = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
         log.error("pair %s failed: %s\n%s", job.id, record["error"], traceback.format_exc())
-        with atomic_folder(job.folder, overwrite=True) as tmp:
-            commit(tmp)
+        _failure_folder(job, commit, record)
     finally:
         logger.removeHandler(handler)
         handler.close()
@@ -302,12 +307,17 @@ def run_pair(job: PairJob) -> dict:
     return record
 
 
-def _register(job: PairJob):
-    from register.run import execute, prepare
+def _failure_folder(job: PairJob, fill, record: dict) -> None:
+    """Commit the folder of a failed pair (``fill(tmp)`` writes it); a pair folder that may not be
+    replaced (it holds files register did not write) is left as it is, the record says so."""
+    from register.outputs import atomic_folder
 
-    inputs = prepare(job.request())
-    result, metrics = execute(inputs)
-    return result, metrics, inputs
+    try:
+        with atomic_folder(job.folder, overwrite=True) as tmp:
+            fill(tmp)
+    except InputError as exc:
+        record["error"] = f"{record['error']} (no failure folder written: {exc})"
+        logging.getLogger(__name__).error("pair %s: %s", job.id, exc)
 
 
 def record_crash(job: PairJob, record: dict) -> None:
@@ -316,15 +326,18 @@ def record_crash(job: PairJob, record: dict) -> None:
     The pair's log up to the crash (its hidden ``.<id>.*.log.partial`` file) becomes its
     ``register.log``; hidden temporaries of the pair are removed.
     """
-    from register.outputs import atomic_folder, stale_temporaries
+    from register.outputs import stale_temporaries
 
     logs = sorted(job.outdir.glob(f".{job.id}.*.log.partial"), key=lambda p: p.stat().st_mtime)
-    with atomic_folder(job.folder, overwrite=True) as tmp:
+
+    def fill(tmp: Path) -> None:
         if logs:
             shutil.copyfile(logs[-1], tmp / LOG)
         with open(tmp / LOG, "a", encoding="utf-8") as fh:
             fh.write(f"{_now()} ERROR {__name__}: pair {job.id} failed: {record['error']}\n")
         _write_status(tmp, record, fingerprint(job))
+
+    _failure_folder(job, fill, record)
     for path in [*logs, *stale_temporaries(job.outdir, job.id)]:
         remove(path)
 
