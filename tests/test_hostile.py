@@ -703,6 +703,13 @@ CASES: dict[str, Case] = {
         setup=in_namespace("ro", 1 << 20, readonly=True, then=NO_REGISTRATION),
         changes=("ro",),
     ),
+    "7-read-only-batch-output": Case(
+        "7",
+        lambda d: ["batch", manifest(d, ["p1,p/src.ply,p/tgt.ply"]), "-o", "ro/bout", "-q"],
+        ("-o ro/bout", "cannot write"),
+        setup=in_namespace("ro", 1 << 20, readonly=True),
+        changes=("ro",),
+    ),
     "7-missing-parent": Case(
         "7", run_args(f"run src.ply tgt.ply -o no/such/out {Q}"), ("no/such/out", "does not exist")
     ),
