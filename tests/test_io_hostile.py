@@ -9,12 +9,16 @@ it, so a 7 TiB ``np.zeros`` or a 2 GiB preallocation shows up even when the OS o
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
+import re
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 import zipfile
@@ -329,3 +333,113 @@ def test_npz_decompression_bomb_under_memory_limit(tmp_path: Path) -> None:
     )
     assert out.stdout.startswith("InputError:"), out.stdout + out.stderr[-2000:]
     assert "bomb.npz" in out.stdout and "memory available" in out.stdout, out.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# VTK XML: read in a child process (VTK's own XML reader crashed the process on these)
+
+
+def _vtp(edit: Callable[[bytes], bytes]) -> Callable[[], bytes]:
+    """register's binary .vtp of a small cloud (zlib-compressed base64 blocks), edited."""
+
+    def make() -> bytes:
+        from register.core.pointcloud import PointCloud
+        from register.io import write_points
+
+        rng = np.random.default_rng(0)
+        cloud = PointCloud(rng.normal(size=(12, 3)), {"normal": rng.normal(size=(12, 3))})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "seed.vtp"
+            write_points(path, cloud)
+            return edit(path.read_bytes())
+
+    return make
+
+
+def _points_block_header(word: int, value: int) -> Callable[[bytes], bytes]:
+    """Set one UInt32 of the Points array's compression header (n_blocks, block_size, last, size_0)."""
+
+    def edit(data: bytes) -> bytes:
+        match = re.search(rb'Name="Points"[^>]*>\s*([A-Za-z0-9+/]{22}==)', data)
+        header = bytearray(base64.b64decode(match.group(1)))
+        header[4 * word : 4 * word + 4] = struct.pack("<I", value)
+        return data[: match.start(1)] + base64.b64encode(bytes(header)) + data[match.end(1) :]
+
+    return edit
+
+
+XML_CASES = [
+    Case(
+        "points_4294967296.vtp",
+        _vtp(lambda d: d.replace(b'NumberOfPoints="12"', b'NumberOfPoints="4294967296"')),
+        ("Points array", "compression header"),
+    ),
+    Case("zero_blocks.vtp", _vtp(_points_block_header(0, 0)), ("Points array", "0 blocks")),
+    Case("zero_block_size.vtp", _vtp(_points_block_header(1, 0)), ("Points array", "blocks of 0 bytes")),
+    Case(
+        "components_10e12.vtp",
+        _vtp(
+            lambda d: d.replace(
+                b'Name="normal" NumberOfComponents="3"', b'Name="normal" NumberOfComponents="1000000000000"'
+            )
+        ),
+        ("normal", "compression header"),
+    ),
+    Case(
+        "components_negative.vtp",
+        _vtp(
+            lambda d: d.replace(
+                b'Name="normal" NumberOfComponents="3"', b'Name="normal" NumberOfComponents="-1"'
+            )
+        ),
+        ("NumberOfComponents", "'-1'"),
+    ),
+]
+
+_CHILD = """
+import json, sys, time
+from pathlib import Path
+from register.errors import InputError
+from register.io import read_points
+start = time.perf_counter()
+try:
+    read_points(Path(sys.argv[1]))
+    kind, message = "accepted", ""
+except InputError as exc:
+    kind, message = "InputError", str(exc)
+except Exception as exc:
+    kind, message = type(exc).__name__, str(exc)[:300]
+print(json.dumps({"kind": kind, "message": message, "seconds": time.perf_counter() - start}))
+"""
+
+
+def read_in_child(path: Path, timeout: float = 30.0) -> dict:
+    """Read ``path`` in a child process: its outcome, or ``killed by signal N`` / ``timeout``."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"kind": "timeout", "message": "", "seconds": timeout}
+    if out.returncode != 0:
+        return {"kind": f"killed by signal {-out.returncode}", "message": out.stderr[-300:], "seconds": 0.0}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", XML_CASES, ids=[c.name for c in XML_CASES])
+def test_hostile_vtk_xml_input(tmp_path: Path, case: Case) -> None:
+    """VTK XML headers that lie: an InputError naming the file, quickly (VTK aborted or crashed)."""
+    path = tmp_path / case.name
+    path.write_bytes(case.content())
+    result = read_in_child(path)
+    assert result["kind"] == "InputError", result
+    message = result["message"]
+    assert str(path) in message and "\n" not in message, message
+    for word in case.words:
+        assert word.lower() in message.lower(), message
+    assert result["seconds"] < TIME_LIMIT, result

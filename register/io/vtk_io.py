@@ -1,4 +1,4 @@
-"""VTK files: legacy ``.vtk`` (ASCII or binary) and XML ``.vtp`` (PolyData) / ``.vtu`` (UnstructuredGrid).
+"""VTK files: legacy ``.vtk`` (ASCII or binary) read here; legacy and XML (``.vtp`` / ``.vtu``) written.
 
 Reading gives the points, every numeric point-data array (``SCALARS``, ``VECTORS``, ``FIELD``
 arrays, ...; also dataset-level ``FIELD`` arrays with one tuple per point), polygon faces when
@@ -7,9 +7,10 @@ into ``(L, 2)`` segments. Vertex cells and volume cells are ignored; string arra
 
 Legacy files are parsed here with numpy: VTK's own legacy reader returns a full-size mesh of
 garbage (or drops arrays) for truncated files, printing only a warning, so every section is
-checked against the size its header line declares. XML files are read with VTK; any reader
-error, zero points, or a point count differing from the file's ``NumberOfPoints`` is reported
-as a corrupt file. ``vtk``/``pyvista`` are imported inside the functions that need them.
+checked against the size its header line declares, and every count a header line declares
+against the bytes left, before anything is allocated or looped over. XML files are parsed by
+:mod:`register.io.vtk_xml` (bounded too); ``vtk``/``pyvista`` are imported inside the functions
+that need them.
 
 Writing uses VTK: binary by default, points plus one vertex cell per point (so ParaView shows
 them), faces as polygons, lines as line cells, and every point attribute.
@@ -18,7 +19,6 @@ them), faces as polygons, lines as line cells, and every point attribute.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +83,6 @@ _VERTEX_TYPES = (1, 2)
 _ONCE = ("POINTS", *_CELL_KEYS, "CELL_TYPES", "POINT_DATA", "CELL_DATA")  # sections a file has at most once
 _FIX = "Re-export the file from the tool that made it (as binary POLYDATA, or as .vtp)"
 _TRUNCATED_OR_FIX = "Re-export or re-download the file (if it is valid, save it as .vtp instead)"
-_XML_POINTS = re.compile(rb'NumberOfPoints="(\d+)"')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -479,12 +478,12 @@ def _legacy_cloud(parsed: _Legacy, path: Path) -> PointCloud:
     if parsed.dataset == "UNSTRUCTURED_GRID" and "CELLS" in parsed.cells:
         faces, lines = _grid_cells(parsed, path)
     else:
-        faces = _faces(parsed.cells.get("POLYGONS"), parsed.cells.get("TRIANGLE_STRIPS"), path)
+        faces = uniform_faces(parsed.cells.get("POLYGONS"), parsed.cells.get("TRIANGLE_STRIPS"), path)
         lines = segments(*parsed.cells["LINES"]) if "LINES" in parsed.cells else None
     return PointCloud(parsed.points, point_data, faces, lines, str(path))
 
 
-def _faces(
+def uniform_faces(
     polys: tuple[np.ndarray, np.ndarray] | None, strips: tuple[np.ndarray, np.ndarray] | None, path: Path
 ) -> np.ndarray | None:
     """Uniform ``(F, k)`` faces from polygons plus triangulated strips, or ``None``."""
@@ -520,7 +519,7 @@ def cells_by_type(
     polys = _select(offsets, connectivity, np.isin(types, _FACE_TYPES))
     strips = _select(offsets, connectivity, types == _STRIP_TYPE)
     lines = _select(offsets, connectivity, np.isin(types, _LINE_TYPES))
-    return _faces(polys, strips, path), segments(*lines)
+    return uniform_faces(polys, strips, path), segments(*lines)
 
 
 def _select(offsets: np.ndarray, connectivity: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -533,12 +532,12 @@ def _select(offsets: np.ndarray, connectivity: np.ndarray, mask: np.ndarray) -> 
 
 
 # ----------------------------------------------------------------------------------------------
-# XML reading (VTK)
+# VTK messages
 
 
 @contextlib.contextmanager
-def _vtk_errors(reader) -> Iterator[list[str]]:
-    """Collect the reader's errors and warnings, and keep VTK from printing while it runs."""
+def vtk_errors(obj) -> Iterator[list[str]]:
+    """Collect the errors and warnings of a VTK object (a writer, a compressor), and keep VTK quiet."""
     from vtkmodules.util.misc import calldata_type
     from vtkmodules.util.vtkConstants import VTK_STRING
     from vtkmodules.vtkCommonCore import vtkCommand, vtkObject
@@ -549,7 +548,7 @@ def _vtk_errors(reader) -> Iterator[list[str]]:
     def record(_obj, event: str, text: str | None = None) -> None:
         messages.append(text or event)
 
-    observers = [reader.AddObserver(e, record) for e in (vtkCommand.ErrorEvent, vtkCommand.WarningEvent)]
+    observers = [obj.AddObserver(e, record) for e in (vtkCommand.ErrorEvent, vtkCommand.WarningEvent)]
     display = vtkObject.GetGlobalWarningDisplay()
     vtkObject.GlobalWarningDisplayOff()
     try:
@@ -557,75 +556,7 @@ def _vtk_errors(reader) -> Iterator[list[str]]:
     finally:
         vtkObject.SetGlobalWarningDisplay(display)
         for tag in observers:
-            reader.RemoveObserver(tag)
-
-
-def read_vtp(path: Path) -> PointCloud:
-    """Read an XML PolyData ``.vtp`` file (see the module docstring)."""
-    from vtkmodules.vtkIOXML import vtkXMLPolyDataReader
-
-    return _read_xml(path, vtkXMLPolyDataReader())
-
-
-def read_vtu(path: Path) -> PointCloud:
-    """Read an XML UnstructuredGrid ``.vtu`` file (see the module docstring)."""
-    from vtkmodules.vtkIOXML import vtkXMLUnstructuredGridReader
-
-    return _read_xml(path, vtkXMLUnstructuredGridReader())
-
-
-def _read_xml(path: Path, reader) -> PointCloud:
-    """Run a VTK XML reader and convert its output, refusing any error or partial result."""
-    import pyvista as pv
-
-    declared = _declared_points(path)
-    with _vtk_errors(reader) as messages:
-        if not reader.CanReadFile(str(path)):
-            raise fail(path, f"not a valid {path.suffix} file (VTK cannot read it)", "Check the file type")
-        reader.SetFileName(str(path))
-        reader.Update()
-    mesh = pv.wrap(reader.GetOutput())
-    n = 0 if mesh is None else mesh.n_points
-    if messages or n == 0 or (declared is not None and n != declared):
-        detail = messages[0].strip().splitlines()[-1] if messages else f"{n} points read, {declared} declared"
-        raise truncated(path, f"VTK could not read it completely ({detail[:200]})")
-    return _mesh_cloud(mesh, path)
-
-
-def _declared_points(path: Path) -> int | None:
-    """Sum of the ``NumberOfPoints`` attributes before any appended data, or ``None``."""
-    counts = []
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            head = chunk.split(b"<AppendedData", 1)[0]
-            counts += [int(c) for c in _XML_POINTS.findall(head)]
-            if len(head) < len(chunk):
-                break
-    return sum(counts) if counts else None
-
-
-def _mesh_cloud(mesh, path: Path) -> PointCloud:
-    """Convert a pyvista PolyData/UnstructuredGrid to a :class:`PointCloud`."""
-    from vtkmodules.util.numpy_support import vtk_to_numpy
-
-    n = mesh.n_points
-    point_data: dict[str, np.ndarray] = {}
-    for source in (mesh.point_data, mesh.field_data):
-        for name in source:
-            arr = np.asarray(source[name])
-            if arr.dtype.kind in "biuf" and arr.ndim in (1, 2) and len(arr) == n:
-                point_data.setdefault(name, arr.copy())
-
-    def cells(array) -> tuple[np.ndarray, np.ndarray]:
-        return vtk_to_numpy(array.GetOffsetsArray()), vtk_to_numpy(array.GetConnectivityArray())
-
-    if mesh.IsA("vtkUnstructuredGrid"):
-        types = np.asarray(mesh.celltypes)
-        faces, lines = cells_by_type(*cells(mesh.GetCells()), types, path)
-    else:
-        faces = _faces(cells(mesh.GetPolys()), cells(mesh.GetStrips()), path)
-        lines = segments(*cells(mesh.GetLines()))
-    return PointCloud(np.asarray(mesh.points, dtype=np.float64), point_data, faces, lines, str(path))
+            obj.RemoveObserver(tag)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -664,7 +595,7 @@ def _run_writer(writer, mesh, path: Path) -> None:
     """Write ``mesh`` to ``path``; a VTK failure becomes an :class:`OSError`."""
     writer.SetFileName(str(path))
     writer.SetInputData(mesh)
-    with _vtk_errors(writer) as messages:
+    with vtk_errors(writer) as messages:
         ok = writer.Write()
     if ok != 1 or messages:
         raise OSError(f"VTK could not write {path}: {messages[0].strip() if messages else 'unknown error'}")
