@@ -403,6 +403,98 @@ def test_vtk_mixed_polygons_are_refused(tmp_path: Path, ext: str) -> None:
     expect_error(path, "mixed sizes", "uniform", "3 to 4")
 
 
+def _vtk_xml_mesh(kind: str):
+    """A mesh with every cell kind the XML reader handles, point data, field data and strings."""
+    pv = pytest.importorskip("pyvista")
+    rng = np.random.default_rng(6)
+    points = rng.normal(size=(300, 3))
+    if kind == "poly":
+        mesh = pv.PolyData(
+            points,
+            faces=np.column_stack([np.full(100, 3), rng.integers(0, 300, (100, 3))]).ravel(),
+            strips=np.array([4, 0, 1, 2, 3]),
+            lines=np.array([3, 3, 4, 5]),
+        )
+    else:
+        cells = [3, 0, 1, 2, 3, 1, 2, 3, 4, 0, 1, 2, 3, 2, 3, 4, 1, 4, 4, 4, 5, 6, 7]
+        types = [pv.CellType.TRIANGLE, pv.CellType.TRIANGLE, pv.CellType.TETRA, pv.CellType.LINE,
+                 pv.CellType.VERTEX, pv.CellType.POLY_LINE]  # fmt: skip
+        mesh = pv.UnstructuredGrid(cells, np.array(types, np.uint8), points)
+    mesh.point_data["w"] = rng.random(300)
+    mesh.point_data["ids"] = np.arange(300, dtype=np.int64) * 10**12
+    mesh.point_data["vec"] = points * 2
+    mesh.point_data["names"] = np.array(["a"] * 300)
+    mesh.field_data["per point"] = np.arange(300.0)
+    mesh.field_data["note"] = ["hello"]
+    return mesh
+
+
+@pytest.mark.parametrize("kind", ["poly", "grid"])
+@pytest.mark.parametrize(
+    ("mode", "compressor", "header", "encode"),
+    [
+        ("Ascii", "None", 32, True),
+        ("Binary", "None", 64, True),
+        ("Binary", "ZLib", 32, True),
+        ("Binary", "LZMA", 64, True),
+        ("Appended", "None", 32, False),
+        ("Appended", "ZLib", 64, False),
+        ("Appended", "LZ4", 32, True),
+        ("Appended", "LZMA", 32, False),
+    ],
+)
+def test_vtk_xml_variants_match_vtk(
+    tmp_path: Path, kind: str, mode: str, compressor: str, header: int, encode: bool
+) -> None:
+    """register's XML reader gives what VTK's reader gives, for every data mode, compressor and
+    header type (several compressed blocks per array: block size 512 bytes)."""
+    pv = pytest.importorskip("pyvista")
+    xml = pytest.importorskip("vtkmodules.vtkIOXML")
+    mesh = _vtk_xml_mesh(kind)
+    writer = xml.vtkXMLPolyDataWriter() if kind == "poly" else xml.vtkXMLUnstructuredGridWriter()
+    path = tmp_path / f"variant{'.vtp' if kind == 'poly' else '.vtu'}"
+    writer.SetInputData(mesh)
+    writer.SetFileName(str(path))
+    getattr(writer, f"SetDataModeTo{mode}")()
+    getattr(writer, f"SetCompressorTypeTo{compressor}")()
+    getattr(writer, f"SetHeaderTypeToUInt{header}")()
+    writer.SetEncodeAppendedData(encode)
+    writer.SetBlockSize(512)
+    assert writer.Write() == 1
+    got, reference = read_points(path), pv.read(path)
+    np.testing.assert_array_equal(got.points, reference.points)
+    assert set(got.point_data) == {"w", "ids", "vec", "per point"}
+    for name in ("w", "ids", "vec"):
+        np.testing.assert_array_equal(got.point_data[name], reference.point_data[name])
+    np.testing.assert_array_equal(got.point_data["per point"], np.arange(300.0))
+    if kind == "poly":
+        np.testing.assert_array_equal(got.faces[:100], reference.faces.reshape(-1, 4)[:, 1:])
+        np.testing.assert_array_equal(got.faces[100:], [[0, 1, 2], [2, 1, 3]])  # the strip 0 1 2 3
+        np.testing.assert_array_equal(got.lines, [[3, 4], [4, 5]])
+    else:
+        np.testing.assert_array_equal(got.faces, [[0, 1, 2], [1, 2, 3]])
+        np.testing.assert_array_equal(got.lines, [[3, 4], [4, 5], [5, 6], [6, 7]])
+
+
+def test_vtk_xml_pieces_are_joined(tmp_path: Path) -> None:
+    pv = pytest.importorskip("pyvista")
+    xml = pytest.importorskip("vtkmodules.vtkIOXML")
+    writer = xml.vtkXMLPolyDataWriter()
+    writer.SetInputData(_vtk_xml_mesh("poly"))
+    writer.SetNumberOfPieces(3)
+    path = tmp_path / "pieces.vtp"
+    writer.SetFileName(str(path))
+    writer.Write()
+    assert path.read_bytes().count(b"<Piece") == 3
+    got, reference = read_points(path), pv.read(path)
+    np.testing.assert_array_equal(got.points, reference.points)
+    np.testing.assert_array_equal(got.point_data["w"], reference.point_data["w"])
+    assert got.faces.shape == (3 * 102, 3)
+    polygons = {tuple(face) for face in reference.faces.reshape(-1, 4)[:, 1:].tolist()}
+    assert polygons <= {tuple(face) for face in got.faces.tolist()}  # piece k's faces shifted by 300 k
+    assert got.faces.max() >= 600
+
+
 # ----------------------------------------------------------------------------------------------
 # real files
 

@@ -9,7 +9,8 @@ Public API:
 * :func:`register_format` / :func:`supported_extensions` - the format table.
 * :data:`SUPPORTED_EXTENSIONS` - the built-in extensions, sorted.
 
-Importing this package does not import pyvista, vtk or torch (VTK formats import them lazily).
+Importing this package does not import pyvista, vtk or torch (VTK writers and LZ4-compressed
+XML files import vtk lazily).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from register.core.pointcloud import PointCloud
 from register.errors import InputError
-from register.io import numpy_io, pcd, ply, text, vtk_io
+from register.io import numpy_io, pcd, ply, text, vtk_io, vtk_xml
 from register.io._common import atomic_write, fail
 from register.io.registry import Format, FormatRegistry, Reader, Writer
 from register.io.validate import check_cloud
@@ -51,8 +52,8 @@ def builtin_registry() -> FormatRegistry:
     registry.register(".npy", numpy_io.read_npy, numpy_io.write_npy)
     registry.register(".npz", numpy_io.read_npz, numpy_io.write_npz)
     registry.register(".vtk", vtk_io.read_legacy_vtk, vtk_io.write_legacy_vtk)
-    registry.register(".vtp", vtk_io.read_vtp, vtk_io.write_vtp)
-    registry.register(".vtu", vtk_io.read_vtu, vtk_io.write_vtu)
+    registry.register(".vtp", vtk_xml.read_vtp, vtk_io.write_vtp)
+    registry.register(".vtu", vtk_xml.read_vtu, vtk_io.write_vtu)
     return registry
 
 

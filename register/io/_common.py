@@ -1,6 +1,10 @@
-"""Helpers shared by the format modules: error messages, attribute columns, cells, atomic writes.
+"""Helpers shared by the format modules: error messages, header bounds, attribute columns, cells,
+atomic writes.
 
-Nothing here knows about a particular file format.
+Nothing here knows about a particular file format. The bounds checks (:func:`header_count`,
+:func:`check_bytes`, :func:`check_tokens`, :func:`check_end`, :func:`check_memory`) are what
+keeps a reader from trusting a header: every count a header declares is checked against what is
+left of the file before anything is allocated or looped over.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import numpy as np
 from register.errors import InputError
 
 TRUNCATED_FIX = "Re-export or re-download the file; it was probably cut short while copying or writing"
+CORRUPT_FIX = "The header does not match the data (a corrupt file or a wrong header); fix or re-export it"
+
+_COUNT = re.compile(r"[0-9]{1,30}")  # a count has ASCII digits only (no sign, '_' or '1e3')
 
 _COMPONENT = re.compile(r"(.+)_0")
 
@@ -29,6 +36,88 @@ def fail(path: str | os.PathLike[str], problem: str, fix: str) -> InputError:
 def truncated(path: str | os.PathLike[str], what: str) -> InputError:
     """The error for a binary (or ASCII) body shorter than its header declares."""
     return fail(path, f"the file is truncated or corrupt: {what}", TRUNCATED_FIX)
+
+
+def header_count(path: str | os.PathLike[str], word: str | bytes | None, what: str) -> int:
+    """A non-negative whole number declared by a header (a count, a size or a length).
+
+    Raises:
+        InputError: ``word`` is missing, negative or not a plain decimal integer.
+    """
+    text = word.decode("latin-1") if isinstance(word, bytes) else word
+    if text is None or _COUNT.fullmatch(text) is None:
+        raise fail(path, f"{what} is {text!r}, not a count (a whole number >= 0)", CORRUPT_FIX)
+    return int(text)
+
+
+def check_bytes(path: str | os.PathLike[str], needed: int, available: int, what: str) -> None:
+    """Refuse a section declaring more bytes than are left of the file.
+
+    Args:
+        needed: bytes the header implies (e.g. records x record size), an exact Python int.
+        available: bytes left in the file after the section start.
+        what: the section, e.g. ``"the header declares 12 'vertex' records"``.
+    """
+    if needed > available:
+        raise truncated(path, f"{what} ({needed} bytes) but only {max(available, 0)} bytes follow")
+
+
+def check_tokens(path: str | os.PathLike[str], count: int, available: int, what: str) -> None:
+    """Refuse ``count`` text values where only ``available`` bytes remain.
+
+    Each value needs at least one character and one separator, so ``count`` values take at least
+    ``2 * count - 1`` bytes: a header claiming more is refused before any line is read.
+    """
+    if count > 0 and 2 * count - 1 > available:
+        raise truncated(path, f"{what} {count} values but only {max(available, 0)} bytes follow")
+
+
+def check_end(path: str | os.PathLike[str], data: bytes, end: int, what: str) -> None:
+    """Refuse data after the end of what the header declares (trailing whitespace is allowed)."""
+    rest = len(data) - end
+    if rest > 0 and data[end:].strip():
+        raise fail(
+            path,
+            f"{rest} more bytes follow the {what} that the header declares (its counts are too small)",
+            CORRUPT_FIX,
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: ``MemAvailable``, capped by ``RLIMIT_AS`` (Linux).
+
+    ``None`` where neither is known.
+    """
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            limits += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/status") as f:
+                used = [int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:")]
+            limits.append(soft - (used[0] if used else 0))
+    except (OSError, ValueError, ImportError):
+        pass
+    return min(limits) if limits else None
+
+
+def check_memory(path: str | os.PathLike[str], nbytes: int, what: str) -> None:
+    """Refuse to expand compressed data to ``nbytes`` when that much memory is not available.
+
+    For compressed sections only (PCD ``binary_compressed``, ``.npz`` members): their size on
+    disk does not bound what they expand to, so the declared size is checked up front.
+    """
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise fail(
+            path,
+            f"{what} expands to {nbytes / 2**30:.2f} GiB, more than the {max(free, 0) / 2**30:.2f} GiB "
+            "of memory available",
+            "Free memory (or raise the memory limit), or split the cloud into smaller files",
+        )
 
 
 def split_components(
@@ -136,7 +225,7 @@ def uniform_cells(
         ``(F, k)`` int64 vertex indices, or ``None`` if there are no cells.
 
     Raises:
-        InputError: the cells do not all have the same number of vertices.
+        InputError: the cells do not all have the same number of vertices, or have none.
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     connectivity = np.asarray(connectivity, dtype=np.int64)
@@ -146,6 +235,8 @@ def uniform_cells(
     if sizes.min() != sizes.max():
         raise mixed_faces(path, int(sizes.min()), int(sizes.max()), what)
     k = int(sizes[0])
+    if k == 0:
+        raise fail(path, f"its {what} have no vertices", CORRUPT_FIX)
     return connectivity[offsets[0] : offsets[-1]].reshape(-1, k).copy()
 
 

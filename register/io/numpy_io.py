@@ -1,46 +1,98 @@
 """NumPy files: ``.npy`` (one ``(N, 3)`` or ``(N, 2)`` array) and ``.npz`` (points + attributes).
 
 ``.npz`` layout: key ``points`` (or the only array in the file) holds the coordinates; ``faces``
-(``(F, k)`` integers) and ``lines`` (``(L, 2)`` integers) are optional; every other array whose
-first dimension is N and which has 1 or 2 dimensions becomes a point attribute (others are
-ignored). Pickled (object) arrays are never loaded.
+(``(F, k)`` integers) and ``lines`` (``(L, 2)`` integers) are optional; every other numeric array
+whose first dimension is N and which has 1 or 2 dimensions becomes a point attribute (other
+arrays, and archive members that are not ``.npy`` files, are ignored). Pickled (object) arrays
+are never loaded.
+
+Both are read here rather than with ``np.load``: every ``.npy`` header (shape and dtype, see
+the NPY format spec) is checked against the bytes that follow it before the array is
+allocated, and every ``.npz`` member against its size in the zip directory, which in turn is
+checked against its compressed size (deflate expands at most 1032 times) and the memory left.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import tokenize
+import zipfile
+import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from register.core.pointcloud import PointCloud
-from register.io._common import fail
+from register.errors import InputError
+from register.io._common import CORRUPT_FIX, check_memory, fail, truncated
 
 _RESERVED = ("points", "faces", "lines")
 _CORRUPT_FIX = "The file is truncated or corrupt; re-create it with numpy.save / numpy.savez"
-# numpy's loaders raise many exception types on corrupt input (ValueError, EOFError, zipfile and
-# zlib errors, RuntimeError for "encrypted" zip members, tokenize errors from a mangled header...)
-_LOAD_ERRORS = (Exception,)
+# What zipfile and zlib raise on a corrupt archive: bad directory or CRC, a stream ending early,
+# an "encrypted" member (RuntimeError), an unsupported feature (NotImplementedError).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    RuntimeError,
+    NotImplementedError,
+    ValueError,
+    OSError,
+)
+# What numpy's NPY header parser raises on a mangled header (it falls back on tokenize).
+_HEADER_ERRORS = (ValueError, TypeError, EOFError, SyntaxError, tokenize.TokenError, RecursionError)
+_DEFLATE_MAX_RATIO = 1032  # deflate's largest expansion (258-byte matches in ~2 bits)
 
 
 def read_npy(path: Path) -> PointCloud:
     """Read an ``.npy`` file holding an ``(N, 3)`` or ``(N, 2)`` numeric array.
 
     Raises:
-        InputError: pickled/object data, not numeric, wrong shape, truncated file.
+        InputError: pickled/object data, not numeric, wrong shape, truncated file, a header
+            declaring more or fewer bytes than the file holds.
     """
-    try:
-        with open(path, "rb") as f:
-            arr = np.load(f, allow_pickle=False)
-    except _LOAD_ERRORS as exc:
-        raise fail(path, f"cannot load the .npy array ({_reason(exc)})", _CORRUPT_FIX) from exc
+    with open(path, "rb") as f:
+        arr = _read_array(f, os.fstat(f.fileno()).st_size, path, "the .npy array")
     return PointCloud(_points_array(arr, path, "the array"), {}, None, None, str(path))
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    if "pickle" in text.lower():
-        return "it holds Python objects, which are never loaded for safety"
-    return text or type(exc).__name__
+def _read_array(f: BinaryIO, size: int, path: Path, what: str) -> np.ndarray:
+    """Read one NPY-format array of exactly ``size`` bytes (header included) from ``f``.
+
+    The header's shape x itemsize must account for every byte after the header: checked before
+    the array is allocated, so a header claiming 10^12 rows allocates nothing.
+    """
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):  # 3.0 only differs by a UTF-8 header (field names)
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unknown NPY format version {version[0]}.{version[1]}")
+    except _HEADER_ERRORS as exc:
+        raise fail(path, f"cannot load {what} (bad NPY header: {str(exc)[:120]})", _CORRUPT_FIX) from None
+    if dtype.hasobject:
+        raise fail(
+            path,
+            f"cannot load {what}: it holds Python objects, which are never loaded for safety",
+            _CORRUPT_FIX,
+        )
+    if any(d < 0 for d in shape):
+        raise fail(path, f"cannot load {what}: its header declares the shape {shape}", _CORRUPT_FIX)
+    nbytes = math.prod(shape) * dtype.itemsize
+    left = size - f.tell()
+    if nbytes != left:
+        problem = (
+            f"{what} declares shape {shape} of {dtype} ({nbytes} bytes) but {left} bytes follow its header"
+        )
+        raise truncated(path, problem) if nbytes > left else fail(path, problem, CORRUPT_FIX)
+    arr = np.empty(math.prod(shape), dtype)
+    if nbytes and f.readinto(arr.view(np.uint8)) != nbytes:
+        raise truncated(path, f"{what} ends early")
+    return arr.reshape(shape[::-1]).T if fortran_order else arr.reshape(shape)
 
 
 def _points_array(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
@@ -62,13 +114,18 @@ def read_npz(path: Path) -> PointCloud:
     """Read an ``.npz`` archive (see the module docstring for its layout).
 
     Raises:
-        InputError: no ``points`` key among several arrays, bad shapes, pickled data, corrupt archive.
+        InputError: no ``points`` key among several arrays, bad shapes, pickled data, corrupt
+            archive, sizes that do not add up, more data than memory allows.
     """
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except _LOAD_ERRORS as exc:
-        raise fail(path, f"cannot load the .npz archive ({_reason(exc)})", _CORRUPT_FIX) from exc
+    with open(path, "rb") as f:  # outside the try: an unreadable file is an OSError for read_points
+        try:
+            with zipfile.ZipFile(f) as archive:
+                arrays = _read_members(archive, path)
+        except InputError:
+            raise
+        except _ZIP_ERRORS as exc:
+            reason = f"{type(exc).__name__}: {str(exc)[:120]}"
+            raise fail(path, f"cannot load the .npz archive ({reason})", _CORRUPT_FIX) from None
     key = _points_key(arrays, path)
     points = _points_array(arrays[key], path, f"array '{key}'")
     faces = _cells(arrays, "faces", path)
@@ -76,9 +133,52 @@ def read_npz(path: Path) -> PointCloud:
     point_data = {
         name: arr
         for name, arr in arrays.items()
-        if name not in (key, *_RESERVED) and arr.ndim in (1, 2) and len(arr) == len(points)
+        if name not in (key, *_RESERVED)
+        and arr.dtype.kind in "biuf"
+        and arr.ndim in (1, 2)
+        and len(arr) == len(points)
     }
     return PointCloud(points, point_data, faces, lines, str(path))
+
+
+def _read_members(archive: zipfile.ZipFile, path: Path) -> dict[str, np.ndarray]:
+    """Every ``.npy`` member as an array, keyed by its name without ``.npy``.
+
+    Sizes are checked before anything is decompressed: a stored member's size must equal its
+    compressed size, a deflated one's may not exceed 1032 times it, and all of them together
+    must fit in the memory left.
+    """
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in archive.infolist():
+        if not info.filename.endswith(".npy"):
+            continue
+        key = info.filename[: -len(".npy")]
+        what = f"member '{info.filename}'"
+        if key in members:
+            raise fail(path, f"the archive holds two members named '{info.filename}'", _CORRUPT_FIX)
+        if info.compress_type == zipfile.ZIP_STORED:
+            ok = info.file_size == info.compress_size
+        elif info.compress_type == zipfile.ZIP_DEFLATED:
+            ok = info.file_size <= _DEFLATE_MAX_RATIO * info.compress_size + 64
+        else:
+            raise fail(
+                path,
+                f"{what} uses zip compression method {info.compress_type}",
+                "Re-save it with numpy.savez",
+            )
+        if not ok:
+            raise fail(
+                path,
+                f"{what} claims {info.file_size} bytes from {info.compress_size} compressed bytes",
+                _CORRUPT_FIX,
+            )
+        members[key] = info
+    check_memory(path, sum(info.file_size for info in members.values()), "the archive")
+    arrays = {}
+    for key, info in members.items():
+        with archive.open(info) as f:
+            arrays[key] = _read_array(f, info.file_size, path, f"member '{info.filename}'")
+    return arrays
 
 
 def _points_key(arrays: dict[str, np.ndarray], path: Path) -> str:

@@ -8,6 +8,8 @@ named ``_`` are skipped. ``binary_compressed`` (LZF) is decompressed in pure Pyt
 from __future__ import annotations
 
 import re
+import struct
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +18,16 @@ import numpy as np
 from register.core.pointcloud import PointCloud
 from register.io._common import (
     cast_values,
+    check_bytes,
+    check_end,
+    check_memory,
     check_plain_names,
+    check_tokens,
     check_unique_names,
     fail,
     first_bad_token,
     format_rows,
+    header_count,
     truncated,
 )
 
@@ -39,6 +46,10 @@ _TYPES = {
 _KEYS = ("VERSION", "FIELDS", "SIZE", "TYPE", "COUNT", "WIDTH", "HEIGHT", "VIEWPOINT", "POINTS")
 _DATA_LINE = re.compile(rb"^DATA[ \t]+(\S+)[ \t]*(?:\r?\n|$)", re.MULTILINE)
 _FIX = "Fix the header or re-save the file (e.g. with pcl_convert_pcd_ascii_binary)"
+_DIGITS = re.compile(r"[0-9]{1,9}")
+# LZF's densest code is a 3-byte back reference expanding to 264 bytes: at most 88 output bytes
+# per input byte. A compressed block claiming more is a lie, refused before decompressing.
+_LZF_MAX_RATIO = 88
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,8 @@ def _parse_header(data: bytes, path: Path) -> _Header:
             continue
         if words[0] not in _KEYS:
             raise fail(path, f"not a valid PCD header: unexpected line {number}: {line!r}", _FIX)
+        if words[0] in values:
+            raise fail(path, f"the PCD header has two {words[0]} lines (line {number})", _FIX)
         values[words[0]] = words[1:]
     kind = match.group(1).decode("ascii", errors="replace").lower()
     if kind not in ("ascii", "binary", "binary_compressed"):
@@ -119,10 +132,13 @@ def _parse_fields(values: dict[str, list[str]], path: Path) -> tuple[_Field, ...
             f"and {len(counts)} COUNT entries",
             _FIX,
         )
+    repeated = sorted(name for name, k in Counter(names).items() if k > 1 and name != "_")  # "_": padding
+    if repeated:
+        raise fail(path, f"the PCD FIELDS line names {', '.join(map(repr, repeated))} more than once", _FIX)
     fields = []
     for name, size, kind, count in zip(names, sizes, types, counts, strict=True):
-        code = _TYPES.get((kind.upper(), int(size) if size.isdigit() else -1))
-        if code is None or not count.isdigit() or int(count) < 1:
+        code = _TYPES.get((kind.upper(), int(size) if _DIGITS.fullmatch(size) else -1))
+        if code is None or not _DIGITS.fullmatch(count) or int(count) < 1:
             raise fail(
                 path, f"PCD field '{name}' has an unsupported TYPE/SIZE/COUNT {kind}/{size}/{count}", _FIX
             )
@@ -131,13 +147,28 @@ def _parse_fields(values: dict[str, list[str]], path: Path) -> tuple[_Field, ...
 
 
 def _point_count(values: dict[str, list[str]], path: Path) -> int:
-    """POINTS, or WIDTH * HEIGHT if POINTS is absent."""
-    try:
-        if "POINTS" in values:
-            return int(values["POINTS"][0])
-        return int(values["WIDTH"][0]) * int(values.get("HEIGHT", ["1"])[0])
-    except (KeyError, IndexError, ValueError):
-        raise fail(path, "the PCD header has no valid POINTS (or WIDTH/HEIGHT) line", _FIX) from None
+    """POINTS, which must equal WIDTH * HEIGHT (HEIGHT defaults to 1); either may be absent.
+
+    As in PCL, a header whose POINTS differs from WIDTH * HEIGHT is refused.
+    """
+    declared = {}
+    for key in ("POINTS", "WIDTH", "HEIGHT"):
+        if key in values:
+            if len(values[key]) != 1:
+                raise fail(path, f"the PCD {key} line should hold one number, not {values[key]!r}", _FIX)
+            declared[key] = header_count(path, values[key][0], f"the PCD {key}")
+    if "POINTS" not in declared and "WIDTH" not in declared:
+        raise fail(path, "the PCD header has no POINTS (or WIDTH/HEIGHT) line", _FIX)
+    grid = declared["WIDTH"] * declared.get("HEIGHT", 1) if "WIDTH" in declared else None
+    points = declared.get("POINTS", grid)
+    if grid is not None and points != grid:
+        raise fail(
+            path,
+            f"the PCD header declares POINTS {points} but WIDTH {declared['WIDTH']} x HEIGHT "
+            f"{declared.get('HEIGHT', 1)} = {grid}",
+            _FIX,
+        )
+    return points
 
 
 def _record_dtype(fields: tuple[_Field, ...]) -> np.dtype:
@@ -145,33 +176,54 @@ def _record_dtype(fields: tuple[_Field, ...]) -> np.dtype:
     return np.dtype([(f"f{i}", f.dtype, (f.count,)) for i, f in enumerate(fields)])
 
 
+def _record_size(fields: tuple[_Field, ...]) -> int:
+    """Bytes of one point (all fields, all components), as an exact Python int."""
+    return sum(f.dtype.itemsize * f.count for f in fields)
+
+
+def _empty_columns(fields: tuple[_Field, ...]) -> list[np.ndarray]:
+    return [np.empty((0, f.count), f.dtype.newbyteorder("=")) for f in fields]
+
+
 def _read_binary(data: bytes, header: _Header, path: Path) -> list[np.ndarray]:
-    """One ``(N, COUNT)`` array per field from packed records."""
-    dtype = _record_dtype(header.fields)
-    needed = header.points * dtype.itemsize
-    available = len(data) - header.body_start
-    if available < needed:
-        raise truncated(
-            path,
-            f"the header declares {header.points} points ({needed} bytes) but only {available} bytes follow",
-        )
-    records = np.frombuffer(data, dtype, header.points, header.body_start)
+    """One ``(N, COUNT)`` array per field from packed records (exactly POINTS of them)."""
+    record = _record_size(header.fields)
+    needed = header.points * record
+    what = f"the header declares {header.points} points of {record} bytes"
+    check_bytes(path, needed, len(data) - header.body_start, what)
+    check_end(path, data, header.body_start + needed, "points")
+    if header.points == 0:
+        return _empty_columns(header.fields)
+    records = np.frombuffer(data, _record_dtype(header.fields), header.points, header.body_start)
     return [records[f"f{i}"].copy() for i in range(len(header.fields))]
 
 
 def _read_compressed(data: bytes, header: _Header, path: Path) -> list[np.ndarray]:
-    """One ``(N, COUNT)`` array per field from LZF-compressed, field-by-field (SoA) data."""
+    """One ``(N, COUNT)`` array per field from LZF-compressed, field-by-field (SoA) data.
+
+    The block starts with two little-endian uint32: its compressed and uncompressed sizes. The
+    uncompressed size must equal POINTS x the record size, the compressed block must fit in
+    the file and end it, and LZF's largest expansion (88x) bounds what it may claim to expand
+    to, all before anything is decompressed.
+    """
     start = header.body_start
     if len(data) < start + 8:
         raise truncated(path, "the compressed block has no size header")
-    compressed, raw_size = (int(v) for v in np.frombuffer(data, "<u4", 2, start))
-    expected = header.points * sum(f.dtype.itemsize * f.count for f in header.fields)
-    if len(data) < start + 8 + compressed:
-        raise truncated(
-            path, f"the compressed block needs {compressed} bytes but only {len(data) - start - 8} follow"
-        )
+    compressed, raw_size = struct.unpack_from("<II", data, start)
+    expected = header.points * _record_size(header.fields)
     if raw_size != expected:
         raise fail(path, f"the compressed block holds {raw_size} bytes, expected {expected}", _FIX)
+    check_bytes(path, compressed, len(data) - start - 8, "the compressed block declares its size")
+    check_end(path, data, start + 8 + compressed, "compressed block")
+    if raw_size > _LZF_MAX_RATIO * compressed:
+        raise fail(
+            path,
+            f"the compressed block claims to expand {compressed} bytes to {raw_size}, more than LZF can",
+            _FIX,
+        )
+    check_memory(path, raw_size, "the compressed block")
+    if header.points == 0:
+        return _empty_columns(header.fields)
     raw = lzf_decompress(data[start + 8 : start + 8 + compressed], raw_size, path)
     columns, pos = [], 0
     for f in header.fields:
@@ -183,6 +235,9 @@ def _read_compressed(data: bytes, header: _Header, path: Path) -> list[np.ndarra
 
 def lzf_decompress(src: bytes, size: int, path: Path | str = "<data>") -> bytes:
     """Decompress LZF data (liblzf format as used by PCL) to exactly ``size`` bytes.
+
+    The output never grows past ``size`` (a corrupt stream stops there), and overlapping back
+    references (runs) are copied a period at a time, so the time is linear in ``size``.
 
     Raises:
         InputError: the stream is corrupt or does not decompress to ``size`` bytes.
@@ -198,42 +253,58 @@ def lzf_decompress(src: bytes, size: int, path: Path | str = "<data>") -> bytes:
                     raise IndexError
                 out += src[i : i + ctrl + 1]
                 i += ctrl + 1
-                continue
-            length = ctrl >> 5
-            if length == 7:
-                length += src[i]
+            else:  # back reference: length (3 bits, 7 = one more byte) + 2, offset (13 bits) + 1
+                length = ctrl >> 5
+                if length == 7:
+                    length += src[i]
+                    i += 1
+                ref = len(out) - ((ctrl & 0x1F) << 8) - src[i] - 1
                 i += 1
-            ref = len(out) - ((ctrl & 0x1F) << 8) - src[i] - 1
-            i += 1
-            _copy_back(out, ref, length + 2)
+                _copy_back(out, ref, length + 2)
+            if len(out) > size:
+                break
     except IndexError:
         raise truncated(path, "the LZF-compressed data is corrupt") from None
     if len(out) != size:
-        raise truncated(path, f"the LZF data decompresses to {len(out)} bytes instead of {size}")
+        raise truncated(path, f"the LZF data decompresses to {len(out)} or more bytes instead of {size}")
     return bytes(out)
 
 
 def _copy_back(out: bytearray, ref: int, length: int) -> None:
-    """Append ``length`` bytes copied from ``out[ref:]`` (the source may overlap the output)."""
+    """Append ``length`` bytes copied from ``out[ref:]`` (the source may overlap the output).
+
+    An overlapping copy repeats the last ``len(out) - ref`` bytes (byte-wise copy semantics).
+    """
+    end = len(out)
     if ref < 0:
         raise IndexError
-    if ref + length <= len(out):
+    if ref + length <= end:
         out += out[ref : ref + length]
         return
-    for k in range(length):
-        out.append(out[ref + k])
+    period = out[ref:end]
+    out += (period * (length // len(period) + 1))[:length]
 
 
 def _read_ascii(data: bytes, header: _Header, path: Path) -> list[np.ndarray]:
-    """One ``(N, COUNT)`` array per field from text rows."""
+    """One ``(N, COUNT)`` array per field from text rows (exactly POINTS non-blank lines)."""
+    width = sum(f.count for f in header.fields)
+    check_tokens(path, header.points * width, len(data) - header.body_start, "the header declares")
     text = data[header.body_start :].decode("ascii", errors="replace")
     numbered = enumerate(text.splitlines(), start=header.n_lines + 1)
-    rows = [(number, line.split()) for number, line in numbered if line.strip()][: header.points]
+    rows = [(number, line.split()) for number, line in numbered if line.strip()]
     if len(rows) < header.points:
         raise truncated(
             path, f"the header declares {header.points} points but only {len(rows)} data lines follow"
         )
-    width = sum(f.count for f in header.fields)
+    if len(rows) > header.points:
+        raise fail(
+            path,
+            f"the header declares {header.points} points but {len(rows)} data lines follow "
+            f"(from line {rows[0][0]})",
+            "Fix POINTS, WIDTH and HEIGHT in the header (or remove the extra lines)",
+        )
+    if header.points == 0:
+        return _empty_columns(header.fields)
     for number, tokens in rows:
         if len(tokens) != width:
             raise fail(path, f"line {number} has {len(tokens)} values but the header declares {width}", _FIX)

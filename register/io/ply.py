@@ -18,11 +18,15 @@ import numpy as np
 
 from register.core.pointcloud import PointCloud
 from register.io._common import (
+    CORRUPT_FIX,
     cast_values,
+    check_bytes,
+    check_end,
     check_plain_names,
     fail,
     first_bad_token,
     format_rows,
+    header_count,
     merge_components,
     mixed_faces,
     split_components,
@@ -47,11 +51,13 @@ _TYPES = {
     "double": "f8",
     "float64": "f8",
 }
+_DTYPES = {name: np.dtype(code) for name, code in _TYPES.items()}
 _TYPE_NAMES = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4": "int", "u4": "uint"}
 _TYPE_NAMES.update({"f4": "float", "f8": "double"})
 _BYTE_ORDERS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
 _FACE_LISTS = ("vertex_indices", "vertex_index")
 _END_HEADER = re.compile(rb"^end_header[ \t]*(\r?\n|$)", re.MULTILINE)
+_HEADER_FIX = "Fix or re-export the file"
 
 
 @dataclass(frozen=True)
@@ -108,43 +114,60 @@ def _parse_header(data: bytes, path: Path) -> _Header:
         raise fail(path, "the PLY header has no 'end_header' line", "The file is truncated or not a PLY file")
     lines = data[: end.start()].decode("ascii", errors="replace").splitlines()
     formats: list[str] = []
-    elements: list[_Element] = []
+    elements: list[tuple[str, int, list[_Property]]] = []
+    element_names: set[str] = set()
+    names: set[str] = set()  # of the current element's properties
     for number, line in enumerate(lines[1:], start=2):
         words = line.split()
         if not words or words[0] in ("comment", "obj_info"):
             continue
         if words[0] == "format" and len(words) >= 2 and words[1] in _BYTE_ORDERS:
             formats.append(words[1])
-        elif words[0] == "element" and len(words) == 3 and words[2].isdigit():
-            elements.append(_Element(words[1], int(words[2]), ()))
+        elif words[0] == "element" and len(words) == 3:
+            if words[1] in element_names:
+                raise fail(path, f"the PLY header declares element '{words[1]}' twice", _HEADER_FIX)
+            element_names.add(words[1])
+            count = header_count(path, words[2], f"the record count of element '{words[1]}'")
+            elements.append((words[1], count, []))
+            names = set()
         elif words[0] == "property" and elements:
-            elements[-1] = _add_property(elements[-1], _parse_property(words, path, number), path)
+            prop = _parse_property(words, path, number)
+            if prop.name in names:
+                raise fail(
+                    path,
+                    f"the PLY element '{elements[-1][0]}' declares property '{prop.name}' twice",
+                    _HEADER_FIX,
+                )
+            names.add(prop.name)
+            elements[-1][2].append(prop)
         else:
             raise fail(path, f"bad PLY header line {number}: {line!r}", "Fix or re-export the file")
     if len(formats) != 1:
         raise fail(path, "the PLY header needs exactly one valid 'format' line", "Fix or re-export the file")
-    return _Header(_BYTE_ORDERS[formats[0]], tuple(elements), end.end(), len(lines) + 1)
+    for name, count, properties in elements:
+        if count and not properties:
+            raise fail(path, f"the PLY element '{name}' has {count} records but no properties", _HEADER_FIX)
+    return _Header(
+        _BYTE_ORDERS[formats[0]],
+        tuple(_Element(name, count, tuple(props)) for name, count, props in elements),
+        end.end(),
+        len(lines) + 1,
+    )
 
 
 def _parse_property(words: list[str], path: Path, number: int) -> _Property:
     """``property <type> <name>`` or ``property list <count type> <item type> <name>``."""
-    if len(words) == 3 and words[1] in _TYPES:
-        return _Property(words[2], np.dtype(_TYPES[words[1]]))
-    if len(words) == 5 and words[1] == "list" and words[2] in _TYPES and words[3] in _TYPES:
-        return _Property(words[4], np.dtype(_TYPES[words[3]]), np.dtype(_TYPES[words[2]]))
+    if len(words) == 3 and words[1] in _DTYPES:
+        return _Property(words[2], _DTYPES[words[1]])
+    if len(words) == 5 and words[1] == "list" and words[2] in _DTYPES and words[3] in _DTYPES:
+        if _DTYPES[words[2]].kind not in "iu":
+            raise fail(
+                path, f"the PLY list length type on header line {number} is not an integer type", _HEADER_FIX
+            )
+        return _Property(words[4], _DTYPES[words[3]], _DTYPES[words[2]])
     raise fail(
         path, f"bad PLY property on header line {number}: {' '.join(words)!r}", "Fix or re-export the file"
     )
-
-
-def _add_property(element: _Element, prop: _Property, path: Path) -> _Element:
-    if any(p.name == prop.name for p in element.properties):
-        raise fail(
-            path,
-            f"the PLY element '{element.name}' declares property '{prop.name}' twice",
-            "Fix or re-export the file",
-        )
-    return _Element(element.name, element.count, (*element.properties, prop))
 
 
 # -- binary
@@ -167,6 +190,7 @@ def _read_binary_body(data: bytes, header: _Header, path: Path) -> _Arrays:
     arrays: _Arrays = {}
     for element in header.elements:
         arrays[element.name], offset = _binary_element(data, offset, element, header.byte_order or "<", path)
+    check_end(path, data, offset, "records")
     return arrays
 
 
@@ -177,9 +201,20 @@ def _binary_element(
 
     Fast path: list lengths are taken from the first record and checked on all records. If they
     vary, records are walked one by one to find the size range and where the element ends.
+    The record count is first checked against the bytes left, at the smallest record size
+    (every list empty), so neither path allocates or loops beyond the end of the file.
     """
     if element.count == 0:
         return _empty_columns(element), offset
+    smallest = sum(
+        p.dtype.itemsize if p.count_dtype is None else p.count_dtype.itemsize for p in element.properties
+    )
+    check_bytes(
+        path,
+        element.count * smallest,
+        len(data) - offset,
+        f"the header declares {element.count} '{element.name}' records of at least {smallest} bytes each",
+    )
     lengths = _first_record_lengths(data, offset, element, order, path)
     dtype = _record_dtype(element, order, lengths)
     end = offset + element.count * dtype.itemsize
@@ -222,6 +257,13 @@ def _read_count(data: bytes, pos: int, prop: _Property, order: str, path: Path, 
         raise fail(
             path, f"negative list length in the '{element.name}' element", "The file is corrupt; re-export it"
         )
+    start = pos + count_dtype.itemsize
+    check_bytes(
+        path,
+        n * prop.dtype.itemsize,
+        len(data) - start,
+        f"a list of the '{element.name}' element declares {n} items",
+    )
     return n
 
 
@@ -296,6 +338,13 @@ def _read_ascii_body(data: bytes, header: _Header, path: Path) -> _Arrays:
             )
         arrays[element.name] = _ascii_element(rows, element, path)
         cursor += element.count
+    if cursor < len(lines):
+        raise fail(
+            path,
+            f"{len(lines) - cursor} more lines follow the records the header declares (from line "
+            f"{lines[cursor][0]}); its counts are too small",
+            CORRUPT_FIX,
+        )
     return arrays
 
 
@@ -342,6 +391,10 @@ def _ascii_spans(row: tuple[int, list[str]], element: _Element, path: Path) -> l
                 f"line {number}: missing or bad list length in the '{element.name}' element",
                 "Fix the file",
             ) from None
+        if n < 0:
+            raise fail(
+                path, f"line {number}: negative list length in the '{element.name}' element", CORRUPT_FIX
+            )
         spans.append((pos + 1, pos + 1 + n))
         pos += 1 + n
     return spans
@@ -400,7 +453,7 @@ def _build_cloud(arrays: _Arrays, header: _Header, path: Path) -> PointCloud:
     axes = ("x", "y", "z") if "z" in vertex else ("x", "y")
     points = np.column_stack([vertex[a].astype(np.float64) for a in axes]).reshape(-1, len(axes))
     point_data = merge_components([(k, v) for k, v in vertex.items() if k not in axes])
-    return PointCloud(points, point_data, _faces(arrays, header, path), _edges(arrays), str(path))
+    return PointCloud(points, point_data, _faces(arrays, header, path), _edges(arrays, path), str(path))
 
 
 def _faces(arrays: _Arrays, header: _Header, path: Path) -> np.ndarray | None:
@@ -414,10 +467,13 @@ def _faces(arrays: _Arrays, header: _Header, path: Path) -> np.ndarray | None:
         return None
     if isinstance(face, _Mixed):
         raise mixed_faces(path, face.smallest, face.largest, "faces")
-    return face[key].astype(np.int64)
+    faces = _indices(face[key], f"the face property '{key}'", path)
+    if faces.shape[1] == 0:
+        raise fail(path, "its faces have no vertices", CORRUPT_FIX)
+    return faces
 
 
-def _edges(arrays: _Arrays) -> np.ndarray | None:
+def _edges(arrays: _Arrays, path: Path) -> np.ndarray | None:
     """``(L, 2)`` int64 segments from an ``edge`` element with ``vertex1``/``vertex2``, or ``None``."""
     edge = arrays.get("edge")
     if (
@@ -427,7 +483,17 @@ def _edges(arrays: _Arrays) -> np.ndarray | None:
         or len(edge["vertex1"]) == 0
     ):
         return None
-    return np.column_stack([edge["vertex1"], edge["vertex2"]]).astype(np.int64)
+    ends = [_indices(edge[name], f"the edge property '{name}'", path) for name in ("vertex1", "vertex2")]
+    if any(end.ndim != 1 for end in ends):
+        raise fail(path, "the edge properties vertex1 / vertex2 are lists, not single indices", CORRUPT_FIX)
+    return np.column_stack(ends)
+
+
+def _indices(values: np.ndarray, what: str, path: Path) -> np.ndarray:
+    """Vertex indices as int64; refuses a floating-point index type (it would be truncated)."""
+    if values.dtype.kind not in "iu":
+        raise fail(path, f"{what} has type {values.dtype.name}, not an integer type", CORRUPT_FIX)
+    return values.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------------------

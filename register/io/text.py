@@ -26,6 +26,7 @@ from register.io._common import (
     split_components,
 )
 
+_CHUNK = 1 << 16  # lines split and converted at a time
 _COLUMNS_FIX = "Give every row the same columns: x y z (or x y for planar data), then any attributes"
 
 
@@ -103,18 +104,32 @@ def _is_number(token: str) -> bool:
 def _parse_rows(
     rows: list[tuple[int, str]], sep: str | None, width: int, path: Path, header_line: int | None
 ) -> np.ndarray:
-    """``(N, width)`` float64 values; every row must have ``width`` fields."""
+    """``(N, width)`` float64 values; every row must have ``width`` fields.
+
+    Rows are split and converted :data:`_CHUNK` lines at a time, so the Python lists of tokens
+    never hold more than one chunk (they take ~10 times the text they come from).
+    """
+    values = np.empty((len(rows), width))
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        values[start : start + len(chunk)] = _parse_chunk(
+            chunk, sep, width, path, header_line or rows[0][0], header_line
+        )
+    return values
+
+
+def _parse_chunk(
+    rows: list[tuple[int, str]], sep: str | None, width: int, path: Path, first: int, header_line: int | None
+) -> np.ndarray:
     tokens = [_split(line, sep) for _, line in rows]
     for (number, _), fields in zip(rows, tokens, strict=True):
         if len(fields) != width:
-            source = f"the header (line {header_line})" if header_line else f"line {rows[0][0]}"
+            source = f"the header (line {header_line})" if header_line else f"line {first}"
             raise fail(
                 path,
                 f"wrong number of columns: line {number} has {len(fields)} values but {source} has {width}",
                 _COLUMNS_FIX,
             )
-    if not tokens:
-        return np.empty((0, width))
     try:
         return np.array(tokens, dtype=np.float64)
     except ValueError:

@@ -1,4 +1,4 @@
-"""VTK files: legacy ``.vtk`` (ASCII or binary) and XML ``.vtp`` (PolyData) / ``.vtu`` (UnstructuredGrid).
+"""VTK files: legacy ``.vtk`` (ASCII or binary) read here; legacy and XML (``.vtp`` / ``.vtu``) written.
 
 Reading gives the points, every numeric point-data array (``SCALARS``, ``VECTORS``, ``FIELD``
 arrays, ...; also dataset-level ``FIELD`` arrays with one tuple per point), polygon faces when
@@ -7,9 +7,10 @@ into ``(L, 2)`` segments. Vertex cells and volume cells are ignored; string arra
 
 Legacy files are parsed here with numpy: VTK's own legacy reader returns a full-size mesh of
 garbage (or drops arrays) for truncated files, printing only a warning, so every section is
-checked against the size its header line declares. XML files are read with VTK; any reader
-error, zero points, or a point count differing from the file's ``NumberOfPoints`` is reported
-as a corrupt file. ``vtk``/``pyvista`` are imported inside the functions that need them.
+checked against the size its header line declares, and every count a header line declares
+against the bytes left, before anything is allocated or looped over. XML files are parsed by
+:mod:`register.io.vtk_xml` (bounded too); ``vtk``/``pyvista`` are imported inside the functions
+that need them.
 
 Writing uses VTK: binary by default, points plus one vertex cell per point (so ParaView shows
 them), faces as polygons, lines as line cells, and every point attribute.
@@ -18,7 +19,6 @@ them), faces as polygons, lines as line cells, and every point attribute.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +28,12 @@ import numpy as np
 
 from register.core.pointcloud import PointCloud
 from register.io._common import (
+    CORRUPT_FIX,
     cast_values,
+    check_bytes,
+    check_tokens,
     fail,
+    header_count,
     mixed_faces,
     segments,
     strips_to_triangles,
@@ -76,9 +80,9 @@ _FACE_TYPES = (5, 7, 9)  # VTK_TRIANGLE, VTK_POLYGON, VTK_QUAD
 _STRIP_TYPE = 6
 _LINE_TYPES = (3, 4)  # VTK_LINE, VTK_POLY_LINE
 _VERTEX_TYPES = (1, 2)
+_ONCE = ("POINTS", *_CELL_KEYS, "CELL_TYPES", "POINT_DATA", "CELL_DATA")  # sections a file has at most once
 _FIX = "Re-export the file from the tool that made it (as binary POLYDATA, or as .vtp)"
 _TRUNCATED_OR_FIX = "Re-export or re-download the file (if it is valid, save it as .vtp instead)"
-_XML_POINTS = re.compile(rb'NumberOfPoints="(\d+)"')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,8 +125,17 @@ class _Cursor:
         while self.pos < len(self.data) and self._raw_line():
             pass
 
+    @property
+    def left(self) -> int:
+        """Bytes left after the cursor."""
+        return len(self.data) - self.pos
+
     def values(self, count: int, type_name: str, what: str) -> np.ndarray:
-        """Read ``count`` numbers of VTK type ``type_name`` as a native-order ``(count,)`` array."""
+        """Read ``count`` numbers of VTK type ``type_name`` as a native-order ``(count,)`` array.
+
+        ``count`` is checked against the bytes left before anything is allocated: binary values
+        take ``itemsize`` bytes each, ASCII values at least 2 (a digit and a separator).
+        """
         code = _TYPES.get(type_name.lower())
         if code is None:
             raise fail(self.path, f"the {what} section has unsupported data type '{type_name}'", _FIX)
@@ -132,17 +145,13 @@ class _Cursor:
 
     def _binary_values(self, count: int, dtype: np.dtype, what: str) -> np.ndarray:
         nbytes = count * dtype.itemsize
-        available = len(self.data) - self.pos
-        if nbytes > available:
-            raise truncated(
-                self.path,
-                f"the {what} section declares {count} values ({nbytes} bytes) but only {available} follow",
-            )
+        check_bytes(self.path, nbytes, self.left, f"the {what} section declares {count} values")
         arr = np.frombuffer(self.data, dtype, count, self.pos).astype(dtype.newbyteorder("="))
         self.pos += nbytes
         return arr
 
     def _ascii_values(self, count: int, dtype: np.dtype, what: str) -> np.ndarray:
+        check_tokens(self.path, count, self.left, f"the {what} section declares")
         tokens: list[bytes] = []
         while len(tokens) < count:
             if self.pos >= len(self.data):
@@ -166,23 +175,29 @@ class _Cursor:
             ) from None
         return cast_values(values, dtype, self.path, f"the {what} section")
 
-    def strings(self, count: int, what: str) -> list[str]:
-        """Read (and return) ``count`` strings of a string array."""
-        if not self.binary:
-            return [unquote(self._raw_line()) for _ in range(count)]
-        out = []
-        for _ in range(count):
+    def skip_strings(self, count: int, what: str) -> None:
+        """Skip the ``count`` strings of a string array (one line each in ASCII files).
+
+        Every string takes at least one byte (its newline, or its binary length prefix), so a
+        count larger than the bytes left is refused at once; the loop stops at the end of file.
+        """
+        if count > self.left + 1:
+            raise truncated(
+                self.path,
+                f"the {what} string array declares {count} strings but only {self.left} bytes follow",
+            )
+        for done in range(count):
+            if self.pos >= len(self.data):
+                raise truncated(self.path, f"the {what} string array ends after {done} of {count} strings")
+            if not self.binary:
+                self._raw_line()
+                continue
             length = self._string_length(what)
-            if self.pos + length > len(self.data):
-                raise truncated(self.path, f"the {what} string array ends early")
-            out.append(self.data[self.pos : self.pos + length].decode("utf-8", errors="replace"))
+            check_bytes(self.path, length, self.left, f"string {done} of the {what} array declares")
             self.pos += length
-        return out
 
     def _string_length(self, what: str) -> int:
         """Length prefix of a binary string: the top 2 bits of the first byte give its width."""
-        if self.pos >= len(self.data):
-            raise truncated(self.path, f"the {what} string array ends early")
         width = {3: 1, 2: 2, 1: 4, 0: 8}[self.data[self.pos] >> 6]
         raw = self.data[self.pos : self.pos + width]
         if len(raw) < width:
@@ -198,6 +213,7 @@ class _Legacy:
 
     dataset: str
     points: np.ndarray | None = None
+    point_count: int | None = None  # what POINT_DATA declares
     cells: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     cell_types: np.ndarray | None = None
     point_arrays: list[tuple[str, np.ndarray]] = field(default_factory=list)
@@ -244,24 +260,34 @@ def _preamble(data: bytes, path: Path) -> tuple[_Cursor, str]:
 
 
 def _parse_body(cursor: _Cursor, parsed: _Legacy, path: Path) -> _Legacy:
-    """Read every section; attributes of ``POINT_DATA`` are kept, ``CELL_DATA`` ones dropped."""
+    """Read every section; attributes of ``POINT_DATA`` are kept, ``CELL_DATA`` ones dropped.
+
+    Every loop here consumes at least one line or one value, so it ends with the file.
+    """
     section: tuple[str, int] | None = None
+    seen: set[str] = set()
     while (words := cursor.line()) is not None:
         key = words[0].upper()
+        if key in _ONCE:
+            if key in seen:
+                raise fail(path, f"the file has two {key} sections", CORRUPT_FIX)
+            seen.add(key)
         if key == "POINTS":
             n, type_name = _ints(words, 1, path)[0], _word(words, 2, path)
             parsed.points = cursor.values(3 * n, type_name, "POINTS").reshape(n, 3).astype(np.float64)
         elif key in _CELL_KEYS:
             parsed.cells[key] = _read_cells(cursor, words, path)
         elif key == "CELL_TYPES":
-            parsed.cell_types = cursor.values(_ints(words, 1, path)[0], "int", "CELL_TYPES")
+            parsed.cell_types = _index_values(cursor, _ints(words, 1, path)[0], "int", "CELL_TYPES", path)
         elif key == "METADATA":
             cursor.skip_block()
         elif key == "DIMENSIONS":
             continue
         elif key in ("POINT_DATA", "CELL_DATA"):
             section = (key, _ints(words, 1, path)[0])
-            _check_point_data_count(parsed, section, path)
+            if key == "POINT_DATA":
+                parsed.point_count = section[1]
+                _check_point_data_count(parsed, path)
         elif key == "FIELD" and section is None:
             parsed.field_arrays += _read_field(cursor, words, path)
         elif key in _ATTRIBUTE_KEYS and section is not None:
@@ -279,26 +305,37 @@ def _parse_body(cursor: _Cursor, parsed: _Legacy, path: Path) -> _Legacy:
 
 def _word(words: list[str], i: int, path: Path) -> str:
     if len(words) <= i:
-        raise fail(path, f"line {' '.join(words)!r} is missing values", _FIX)
+        raise fail(path, f"line {' '.join(words)[:80]!r} is missing values", _FIX)
     return words[i]
 
 
 def _ints(words: list[str], start: int, path: Path, count: int = 1) -> list[int]:
-    """``count`` non-negative integers from ``words[start:]``."""
-    try:
-        values = [int(w) for w in words[start : start + count]]
-    except ValueError:
-        values = []
-    if len(values) != count or min(values) < 0:
-        raise fail(path, f"bad numbers on line {' '.join(words)!r}", _FIX)
-    return values
+    """``count`` counts (whole numbers >= 0) from ``words[start:]``."""
+    line = " ".join(words)[:80]
+    if len(words) < start + count:
+        raise fail(path, f"line {line!r} is missing values", _FIX)
+    return [header_count(path, w, f"a count on line {line!r}") for w in words[start : start + count]]
 
 
-def _check_point_data_count(parsed: _Legacy, section: tuple[str, int], path: Path) -> None:
-    if section[0] == "POINT_DATA" and parsed.points is not None and section[1] != len(parsed.points):
+def _check_point_data_count(parsed: _Legacy, path: Path) -> None:
+    """POINT_DATA must declare one tuple per point (whichever of the two comes first)."""
+    if (
+        parsed.points is not None
+        and parsed.point_count is not None
+        and parsed.point_count != len(parsed.points)
+    ):
         raise fail(
-            path, f"POINT_DATA declares {section[1]} values but POINTS declares {len(parsed.points)}", _FIX
+            path,
+            f"POINT_DATA declares {parsed.point_count} values but POINTS declares {len(parsed.points)}",
+            CORRUPT_FIX,
         )
+
+
+def _index_values(cursor: _Cursor, count: int, type_name: str, what: str, path: Path) -> np.ndarray:
+    """``count`` integers (cell sizes, offsets, vertex indices, cell types) as int64."""
+    if np.dtype(_TYPES.get(type_name.lower(), "f8")).kind not in "iu":
+        raise fail(path, f"the {what} array has type '{type_name}', not an integer type", CORRUPT_FIX)
+    return cursor.values(count, type_name, what).astype(np.int64)
 
 
 def _read_cells(cursor: _Cursor, words: list[str], path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -306,28 +343,34 @@ def _read_cells(cursor: _Cursor, words: list[str], path: Path) -> tuple[np.ndarr
     key = words[0].upper()
     a, b = _ints(words, 1, path, 2)
     if cursor.peek() == "OFFSETS":  # 5.x: "<key> n_offsets n_connectivity", then two arrays
-        offsets = cursor.values(a, _word(cursor.line() or [], 1, path), f"{key} OFFSETS")
+        offsets = _index_values(cursor, a, _word(cursor.line() or [], 1, path), f"{key} OFFSETS", path)
         words2 = cursor.line() or [""]
         if words2[0].upper() != "CONNECTIVITY":
             raise truncated(path, f"the {key} section has no CONNECTIVITY array")
-        connectivity = cursor.values(b, _word(words2, 1, path), f"{key} CONNECTIVITY")
+        connectivity = _index_values(cursor, b, _word(words2, 1, path), f"{key} CONNECTIVITY", path)
         _check_offsets(offsets, len(connectivity), key, path)
-        return offsets.astype(np.int64), connectivity.astype(np.int64)
-    flat = cursor.values(b, "int", key)  # 4.x: "<key> n_cells size", cells as [k, i0, .., ik-1]
+        return offsets, connectivity
+    flat = _index_values(cursor, b, "int", key, path)  # 4.x: "<key> n_cells size", [k, i0, .., ik-1]
     return _legacy_cells(flat, a, key, path)
 
 
 def _check_offsets(offsets: np.ndarray, size: int, key: str, path: Path) -> None:
-    if len(offsets) and (offsets[0] != 0 or offsets[-1] != size or (np.diff(offsets) < 0).any()):
+    """5.x offsets: start at 0, never decrease, end at the connectivity size."""
+    if len(offsets) == 0 and size == 0:
+        return
+    if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != size or (np.diff(offsets) < 0).any():
         raise fail(path, f"the {key} OFFSETS do not match its CONNECTIVITY", _FIX)
 
 
 def _legacy_cells(flat: np.ndarray, n_cells: int, key: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Split the 4.x ``[k, i0, .., ik-1, k, ...]`` list into offsets and connectivity."""
-    flat = flat.astype(np.int64)
     if n_cells == 0:
         return np.zeros(1, np.int64), np.empty(0, np.int64)
-    k = int(flat[0]) if len(flat) else -1
+    if n_cells > len(flat):  # every cell takes at least one value (its size): checked before allocating
+        raise fail(
+            path, f"the {key} section declares {n_cells} cells in only {len(flat)} values", CORRUPT_FIX
+        )
+    k = int(flat[0])
     if k >= 0 and len(flat) == n_cells * (k + 1) and (flat[:: k + 1] == k).all():
         return np.arange(n_cells + 1, dtype=np.int64) * k, flat.reshape(n_cells, k + 1)[:, 1:].ravel()
     offsets = np.zeros(n_cells + 1, dtype=np.int64)
@@ -355,40 +398,59 @@ def _read_attribute(cursor: _Cursor, words: list[str], n: int, path: Path) -> li
         cursor.values(4 * size, "unsigned_char" if cursor.binary else "float", "LOOKUP_TABLE")
         return []
     if key == "COLOR_SCALARS":
-        width = _ints(words, 2, path)[0]
+        width = _width(words, 2, n, path)
         values = cursor.values(n * width, "unsigned_char" if cursor.binary else "float", key)
         return [(name, _shape(values, n, width))]
-    width, type_name = _attribute_layout(key, words, path)
+    width, type_name = _attribute_layout(key, words, n, path)
     if key == "SCALARS" and cursor.peek() == "LOOKUP_TABLE":
         cursor.line()
     if type_name.lower() in _STRING_TYPES:
-        cursor.strings(n * width, key)
+        cursor.skip_strings(n * width, key)
         return []
     return [(name, _shape(cursor.values(n * width, type_name, f"{key} {name}"), n, width))]
 
 
-def _attribute_layout(key: str, words: list[str], path: Path) -> tuple[int, str]:
+def _width(words: list[str], i: int, tuples: int, path: Path) -> int:
+    """Components per tuple declared at ``words[i]``: at least 1 when there are tuples."""
+    width = _ints(words, i, path)[0]
+    if width == 0 and tuples > 0:
+        raise fail(path, f"line {' '.join(words)[:80]!r} declares 0 components per value", CORRUPT_FIX)
+    return width
+
+
+def _attribute_layout(key: str, words: list[str], n: int, path: Path) -> tuple[int, str]:
     """Components per tuple and data type of an attribute line."""
     if key == "SCALARS":
-        return (_ints(words, 3, path)[0] if len(words) > 3 else 1), _word(words, 2, path)
+        return (_width(words, 3, n, path) if len(words) > 3 else 1), _word(words, 2, path)
     if key == "TEXTURE_COORDINATES":
-        return _ints(words, 2, path)[0], _word(words, 3, path)
+        return _width(words, 2, n, path), _word(words, 3, path)
     width = {"VECTORS": 3, "NORMALS": 3, "TENSORS": 9, "TENSORS6": 6}.get(key, 1)
     return width, _word(words, 2, path)
 
 
 def _read_field(cursor: _Cursor, words: list[str], path: Path) -> list[tuple[str, np.ndarray]]:
-    """Read the arrays of a ``FIELD <name> <n_arrays>`` block (string arrays are skipped)."""
+    """Read the arrays of a ``FIELD <name> <n_arrays>`` block (string arrays are skipped).
+
+    Each array starts with a line of at least 8 bytes (``a 1 1 int``), so a count of arrays
+    larger than the bytes left allow is refused before the loop.
+    """
+    n_arrays = _ints(words, 2, path)[0]
+    check_bytes(path, 8 * n_arrays, cursor.left, f"the FIELD block declares {n_arrays} arrays")
     arrays = []
-    for _ in range(_ints(words, 2, path)[0]):
-        line = cursor.line() or ["<end of file>"]
+    for done in range(n_arrays):
+        line = cursor.line()
+        if line is None:
+            raise truncated(
+                path, f"the FIELD block declares {n_arrays} arrays but the file ends after {done}"
+            )
         if line[0].upper() == "NULL_ARRAY":
             continue
         name = unquote(line[0])
-        width, count = _ints(line, 1, path, 2)
+        count = _ints(line, 2, path)[0]
+        width = _width(line, 1, count, path)
         type_name = _word(line, 3, path)
         if type_name.lower() in _STRING_TYPES:
-            cursor.strings(width * count, f"FIELD {name}")
+            cursor.skip_strings(width * count, f"FIELD {name}")
         else:
             arrays.append(
                 (name, _shape(cursor.values(width * count, type_name, f"FIELD {name}"), count, width))
@@ -409,18 +471,19 @@ def _legacy_cloud(parsed: _Legacy, path: Path) -> PointCloud:
     if parsed.points is None:
         raise fail(path, "the file has no POINTS section", _FIX)
     n = len(parsed.points)
+    _check_point_data_count(parsed, path)
     point_data: dict[str, np.ndarray] = {}
     for name, arr in parsed.point_arrays + [(k, v) for k, v in parsed.field_arrays if len(v) == n]:
         point_data.setdefault(name, arr)
     if parsed.dataset == "UNSTRUCTURED_GRID" and "CELLS" in parsed.cells:
         faces, lines = _grid_cells(parsed, path)
     else:
-        faces = _faces(parsed.cells.get("POLYGONS"), parsed.cells.get("TRIANGLE_STRIPS"), path)
+        faces = uniform_faces(parsed.cells.get("POLYGONS"), parsed.cells.get("TRIANGLE_STRIPS"), path)
         lines = segments(*parsed.cells["LINES"]) if "LINES" in parsed.cells else None
     return PointCloud(parsed.points, point_data, faces, lines, str(path))
 
 
-def _faces(
+def uniform_faces(
     polys: tuple[np.ndarray, np.ndarray] | None, strips: tuple[np.ndarray, np.ndarray] | None, path: Path
 ) -> np.ndarray | None:
     """Uniform ``(F, k)`` faces from polygons plus triangulated strips, or ``None``."""
@@ -456,7 +519,7 @@ def cells_by_type(
     polys = _select(offsets, connectivity, np.isin(types, _FACE_TYPES))
     strips = _select(offsets, connectivity, types == _STRIP_TYPE)
     lines = _select(offsets, connectivity, np.isin(types, _LINE_TYPES))
-    return _faces(polys, strips, path), segments(*lines)
+    return uniform_faces(polys, strips, path), segments(*lines)
 
 
 def _select(offsets: np.ndarray, connectivity: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -469,12 +532,12 @@ def _select(offsets: np.ndarray, connectivity: np.ndarray, mask: np.ndarray) -> 
 
 
 # ----------------------------------------------------------------------------------------------
-# XML reading (VTK)
+# VTK messages
 
 
 @contextlib.contextmanager
-def _vtk_errors(reader) -> Iterator[list[str]]:
-    """Collect the reader's errors and warnings, and keep VTK from printing while it runs."""
+def vtk_errors(obj) -> Iterator[list[str]]:
+    """Collect the errors and warnings of a VTK object (a writer, a compressor), and keep VTK quiet."""
     from vtkmodules.util.misc import calldata_type
     from vtkmodules.util.vtkConstants import VTK_STRING
     from vtkmodules.vtkCommonCore import vtkCommand, vtkObject
@@ -485,7 +548,7 @@ def _vtk_errors(reader) -> Iterator[list[str]]:
     def record(_obj, event: str, text: str | None = None) -> None:
         messages.append(text or event)
 
-    observers = [reader.AddObserver(e, record) for e in (vtkCommand.ErrorEvent, vtkCommand.WarningEvent)]
+    observers = [obj.AddObserver(e, record) for e in (vtkCommand.ErrorEvent, vtkCommand.WarningEvent)]
     display = vtkObject.GetGlobalWarningDisplay()
     vtkObject.GlobalWarningDisplayOff()
     try:
@@ -493,75 +556,7 @@ def _vtk_errors(reader) -> Iterator[list[str]]:
     finally:
         vtkObject.SetGlobalWarningDisplay(display)
         for tag in observers:
-            reader.RemoveObserver(tag)
-
-
-def read_vtp(path: Path) -> PointCloud:
-    """Read an XML PolyData ``.vtp`` file (see the module docstring)."""
-    from vtkmodules.vtkIOXML import vtkXMLPolyDataReader
-
-    return _read_xml(path, vtkXMLPolyDataReader())
-
-
-def read_vtu(path: Path) -> PointCloud:
-    """Read an XML UnstructuredGrid ``.vtu`` file (see the module docstring)."""
-    from vtkmodules.vtkIOXML import vtkXMLUnstructuredGridReader
-
-    return _read_xml(path, vtkXMLUnstructuredGridReader())
-
-
-def _read_xml(path: Path, reader) -> PointCloud:
-    """Run a VTK XML reader and convert its output, refusing any error or partial result."""
-    import pyvista as pv
-
-    declared = _declared_points(path)
-    with _vtk_errors(reader) as messages:
-        if not reader.CanReadFile(str(path)):
-            raise fail(path, f"not a valid {path.suffix} file (VTK cannot read it)", "Check the file type")
-        reader.SetFileName(str(path))
-        reader.Update()
-    mesh = pv.wrap(reader.GetOutput())
-    n = 0 if mesh is None else mesh.n_points
-    if messages or n == 0 or (declared is not None and n != declared):
-        detail = messages[0].strip().splitlines()[-1] if messages else f"{n} points read, {declared} declared"
-        raise truncated(path, f"VTK could not read it completely ({detail[:200]})")
-    return _mesh_cloud(mesh, path)
-
-
-def _declared_points(path: Path) -> int | None:
-    """Sum of the ``NumberOfPoints`` attributes before any appended data, or ``None``."""
-    counts = []
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            head = chunk.split(b"<AppendedData", 1)[0]
-            counts += [int(c) for c in _XML_POINTS.findall(head)]
-            if len(head) < len(chunk):
-                break
-    return sum(counts) if counts else None
-
-
-def _mesh_cloud(mesh, path: Path) -> PointCloud:
-    """Convert a pyvista PolyData/UnstructuredGrid to a :class:`PointCloud`."""
-    from vtkmodules.util.numpy_support import vtk_to_numpy
-
-    n = mesh.n_points
-    point_data: dict[str, np.ndarray] = {}
-    for source in (mesh.point_data, mesh.field_data):
-        for name in source:
-            arr = np.asarray(source[name])
-            if arr.dtype.kind in "biuf" and arr.ndim in (1, 2) and len(arr) == n:
-                point_data.setdefault(name, arr.copy())
-
-    def cells(array) -> tuple[np.ndarray, np.ndarray]:
-        return vtk_to_numpy(array.GetOffsetsArray()), vtk_to_numpy(array.GetConnectivityArray())
-
-    if mesh.IsA("vtkUnstructuredGrid"):
-        types = np.asarray(mesh.celltypes)
-        faces, lines = cells_by_type(*cells(mesh.GetCells()), types, path)
-    else:
-        faces = _faces(cells(mesh.GetPolys()), cells(mesh.GetStrips()), path)
-        lines = segments(*cells(mesh.GetLines()))
-    return PointCloud(np.asarray(mesh.points, dtype=np.float64), point_data, faces, lines, str(path))
+            obj.RemoveObserver(tag)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -600,7 +595,7 @@ def _run_writer(writer, mesh, path: Path) -> None:
     """Write ``mesh`` to ``path``; a VTK failure becomes an :class:`OSError`."""
     writer.SetFileName(str(path))
     writer.SetInputData(mesh)
-    with _vtk_errors(writer) as messages:
+    with vtk_errors(writer) as messages:
         ok = writer.Write()
     if ok != 1 or messages:
         raise OSError(f"VTK could not write {path}: {messages[0].strip() if messages else 'unknown error'}")
