@@ -281,13 +281,13 @@ class Composite(Transform):
             )
         count = entries.integer(prefix + "count")
         if count <= 0 or count > len(entries.arrays):
-            problem = "the composite is empty (no steps)" if count == 0 else f"{count} steps"
-            raise entries.error(prefix + "count", f"{problem}; a composite holds 1 or more steps")
+            empty = ": an empty composite" if count == 0 else ""
+            raise entries.error(prefix + "count", f"is {count}{empty} (a composite holds 1 or more steps)")
         steps = [entries.transform(f"{prefix}step{i}/", depth + 1) for i in range(count)]
         for i, step in enumerate(steps[1:], 1):
             if step.dim != steps[0].dim:
                 raise entries.error(
-                    f"{prefix}step{i}/kind", f"a {step.dim}-D step after a {steps[0].dim}-D one"
+                    f"{prefix}step{i}/kind", f"is a {step.dim}-D step after a {steps[0].dim}-D one"
                 )
         return cls(steps)
 
