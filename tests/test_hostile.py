@@ -9,9 +9,8 @@ concurrency and ``ulimit`` cases start the console script itself) and checks:
 * nothing was left behind and nothing outside the case's own output changed: the folder tree
   (names, sizes, mtimes, SHA-256) is the same before and after, except the paths a case lists.
 
-The reader rows (1, 10, 13) are expected to pass once the readers' bounds land (branch
-io-bounds); until then they are ``xfail``. Every child is killed after its timeout, so the
-hanging VTK reader cannot hang the suite.
+Every child is killed after its timeout, so a reader that hangs (row 1 of the issue did)
+cannot hang the suite.
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^\s*File \".*\", li
 SKIP = 77
 # The registration of the tiny pair (affine stage, two blurs): about 0.5 s in a child.
 QUICK = ["--stages", "affine", "-q", "--set", "affine.blurs=[0.2,0.1]"]
-READER = pytest.mark.xfail(strict=False, reason="reader bounds: branch io-bounds")
 MEMORY = int(os.environ.get("HOSTILE_MEMORY", 24 << 20))
 RESULT = {"transform.npz", "warped.ply", "field.npz", "field.vtk", "metrics.json", "config.toml"}
 
@@ -822,7 +820,6 @@ CASES: dict[str, Case] = {
         ("bad.vtk",),
         timeout=10,
         memory=1 << 30,
-        marks=(READER,),
     ),
     "10-vtk-polygons-count": Case(
         "10",
@@ -833,19 +830,16 @@ CASES: dict[str, Case] = {
         ("bad.vtk",),
         timeout=10,
         memory=1 << 30,
-        marks=(READER,),
     ),
     "13-pcd-negative-points": Case(
         "13",
         run_args(f"run bad.pcd tgt.ply -o out {Q}", prep=lambda d: pcd(d, "-50")),
         ("bad.pcd",),
-        marks=(READER,),
     ),
     "13-pcd-fewer-points-than-rows": Case(
         "13",
         run_args(f"run bad.pcd tgt.ply -o out {Q}", prep=lambda d: pcd(d, "150")),
         ("bad.pcd",),
-        marks=(READER,),
     ),
     "13-pcd-duplicate-field": Case(
         "13",
@@ -855,7 +849,6 @@ CASES: dict[str, Case] = {
             prep=lambda d: (pcd(d, "200", "x y y"), text(d, "flat.csv", FLAT)),
         ),
         ("bad.pcd",),
-        marks=(READER,),
     ),
 }
 
