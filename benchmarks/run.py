@@ -54,6 +54,8 @@ TITLES = {
     "shapes": "Shapes: BCPD pairs and synthetic Stanford deformations (preset `shapes`)",
     "rigid": "Rigid: TEASER++ fixtures (affine stage, similarity, multi-start) and small_gicp LiDAR",
     "synthetic": "Synthetic: held-out pairs of the flow network's training distribution (lung, scene flow, shapes)",
+    "realistic": "Realistic: the lung, scene-flow and Stanford cases damaged as real acquisitions are "
+    "(halves, crop, outliers, density; each with its data's preset)",
 }
 # Reference values from ../shared/data/PEERS.md (BCPD is not installable here: not run).
 REFERENCE_CASES = {
@@ -545,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --out is inside the data folder; write results elsewhere", file=sys.stderr)
         return 2
     wanted = [c.strip() for c in args.cases.split(",")] if args.cases else None
-    known = {name for family in families for name in suites.case_names(family)}
+    known = {name for family in families for name in suites.case_names(family, data)}
     unknown = [c for c in wanted or [] if c not in known]
     if unknown:
         print(
@@ -597,18 +599,19 @@ def run_family(
     done = {(r["case"], r["method"]) for r in records} if args.resume else set()
     say(f"suite {family}{' (quick)' if args.quick else ''}: methods {', '.join(methods)}")
     t_start = time.perf_counter() - meta.get("previous_seconds", 0.0)
-    names = suites.case_names(family, args.quick)
+    catalog, notes = suites.discover(family, data)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    names = suites.case_names(family, data, args.quick)
     if wanted:
-        names = [n for n in suites.CATALOG[family] if n in wanted]
-    for folder in suites.missing_folders(family, data, names):
-        print(f"warning: {data / folder} not found: skipping its {family} cases", file=sys.stderr)
+        names = [n for n in catalog if n in wanted]
     for case in suites.load_cases(family, data, names):
         say(f"[{family}] {case.name}: {len(case.source)} -> {len(case.target)} points, preset {case.preset}")
         for method in ["none", *[m for m in methods if m != "none"]]:
             if (case.name, method) in done:
                 say(f"  {method:22s} already recorded (--resume)")
                 continue
-            r = run_method(method, case, args)
+            r = run_method(method, case, args) | {"run": meta["date"]}  # which invocation measured it
             records = [q for q in records if (q["case"], q["method"]) != (case.name, method)]
             records.append(r)
             detail = "" if r["status"] == "ok" else f"  {r.get('message', '')[-200:]!r}"
