@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from benchmarks.peers import (
+    BCPD_METHODS,
     PEER_METHODS,
     PeerTransform,
     availability,
@@ -205,10 +206,13 @@ def test_bad_arguments_raise_in_the_parent():
 
 
 def test_bcpd_unavailable_without_binary(monkeypatch, tmp_path):
+    monkeypatch.setattr("benchmarks.peers.PEERS_BIN", tmp_path / "none")  # no built binary
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no bcpd
     x = ellipsoid(10)
-    result = run_peer("bcpd", x, x, time_limit_s=10, seed=0)
-    assert result.status == "unavailable: no bcpd binary on PATH"
+    for method in BCPD_METHODS:
+        result = run_peer(method, x, x, time_limit_s=10, seed=0)
+        assert result.status.startswith("unavailable: no bcpd binary in"), result.status
+        assert "setup_peers.sh" in result.status
 
 
 FAKE_BCPD = """#!{python}
@@ -225,6 +229,7 @@ def test_bcpd_wrapper_with_a_stand_in_binary(monkeypatch, tmp_path):
     fake = tmp_path / "bcpd"
     fake.write_text(FAKE_BCPD.format(python=sys.executable))
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr("benchmarks.peers.PEERS_BIN", tmp_path / "none")  # not the built one
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
     x = ellipsoid(50)
     result = run_peer("bcpd", x, shuffled(x), time_limit_s=60, seed=0)
