@@ -605,6 +605,9 @@ def run_family(
     names = suites.case_names(family, data, args.quick)
     if wanted:
         names = [n for n in catalog if n in wanted]
+    if not names:
+        say(f"suite {family}: no case found in {data}: nothing run")
+        return
     for case in suites.load_cases(family, data, names):
         say(f"[{family}] {case.name}: {len(case.source)} -> {len(case.target)} points, preset {case.preset}")
         for method in ["none", *[m for m in methods if m != "none"]]:
