@@ -288,3 +288,128 @@ def test_runner_on_a_discovered_folder(tmp_path: Path, capsys) -> None:
         "lung250m/case_123",
     }
     assert not (out / "suite_rigid.json").exists()  # nothing found: nothing written
+
+
+# ------------------------------------------------------------------------------- tables
+
+
+def _record(case, method, value, seconds=2.0, status="ok", run_id="r1", unit="mm"):
+    return {
+        "family": "realistic",
+        "case": case,
+        "group": case.split("/")[0],
+        "metric": "tre",
+        "unit": unit,
+        "method": method,
+        "status": status,
+        "value": value if status == "ok" else math.nan,
+        "seconds": 0.0 if method == "none" else seconds,
+        "cpu_seconds": 1.0,
+        "peak_rss_mb": 300.0,
+        "run": run_id,
+    }
+
+
+def _meta(methods):
+    from benchmarks import run
+
+    return {
+        "suite": "realistic",
+        "quick": False,
+        "methods": methods,
+        "command": "python -m benchmarks.run --suite realistic",
+        "date": "2026-01-01",
+        "machine": run.machine_info(),
+        "threads": 2,
+        "time_limit_s": 900.0,
+        "memory_limit_mb": 12000.0,
+        "seed": 0,
+        "device": "cpu",
+        "set": [],
+        "total_seconds": 60.0,
+        "finished": True,
+    }
+
+
+def test_realistic_tables_group_means_ratios_and_worse_counts(tmp_path: Path) -> None:
+    from benchmarks import run
+
+    records = [
+        # DIR-LAB / crop: register 1.0 and 2.0 (mean 1.5), best peer bcpd_tuned (mean 3.0)
+        _record("dirlab4dct.crop/case2", "none", 4.0),
+        _record("dirlab4dct.crop/case2", "register", 2.0, seconds=1.0, run_id="r2"),
+        _record("dirlab4dct.crop/case2", "bcpd", 5.0, seconds=8.0),  # worse than none
+        _record("dirlab4dct.crop/case2", "bcpd_tuned", 2.0, seconds=4.0),
+        _record("dirlab4dct.crop/case2", "probreg_cpd_nonrigid", 1.0, status="timeout"),
+        _record("dirlab4dct.crop/case1", "none", 3.0),
+        _record("dirlab4dct.crop/case1", "register", 1.0, seconds=3.0, run_id="r2"),
+        _record("dirlab4dct.crop/case1", "bcpd", 2.0, seconds=8.0),
+        _record("dirlab4dct.crop/case1", "bcpd_tuned", 4.0, seconds=2.0),
+        _record("dirlab4dct.crop/case1", "probreg_cpd_nonrigid", 0.5, seconds=9.0),
+        # KITTI / halves, metres: register in the same run as BCPD
+        _record("kitti.halves/000000", "none", 2.0, unit="m"),
+        _record("kitti.halves/000000", "register", 0.5, seconds=6.0, unit="m"),
+        _record("kitti.halves/000000", "bcpd", 1.0, seconds=3.0, unit="m"),
+    ]
+    run.write_markdown(
+        tmp_path / "r.md", records, _meta(["register", "bcpd", "bcpd_tuned", "probreg_cpd_nonrigid"])
+    )
+    md = (tmp_path / "r.md").read_text()
+    # Group rows: means over the successful cases, seconds per case; the ratio to the best
+    # complete peer (CPD timed out once: not a candidate); wall ratio against the best BCPD,
+    # marked as measured by another run.
+    assert (
+        "| DIR-LAB 4DCT / crop (2, mm) | 3.50 | 1.50 (2.0 s) | 3.50 (8.0 s) | 3.00 (3.0 s) | 0.50 (9.0 s) [1/2 ok] "
+        "| 0.50 (bcpd_tuned) | 0.67 (bcpd_tuned) ‡ |" in md
+    )
+    assert (
+        "| KITTI / halves (1, m) | 2.000 | 0.500 (6.0 s) | 1.000 (3.0 s) |  |  | 0.50 (bcpd) | 2.00 (bcpd) |"
+        in md
+    )
+    assert md.index("DIR-LAB 4DCT / crop (2") < md.index("KITTI / halves (1")
+    # Worse than none: bcpd on case2, bcpd_tuned on case1; CPD's timeout is not counted.
+    assert "| DIR-LAB 4DCT / crop | 0/2 | 1/2 | 1/2 | 0/1 |" in md
+    # One row per case, in natural order.
+    assert md.index("| dirlab4dct.crop/case1 | 3.00 |") < md.index("| dirlab4dct.crop/case2 | 4.00 |")
+    assert "PEERS.md, not run" not in md.split("## Failures")[0].split("## Realistic")[1]
+
+
+def test_measured_bcpd_replaces_the_peers_md_reference(tmp_path: Path) -> None:
+    from benchmarks import run
+
+    lung = [
+        {**_record("dirlab4dct/case1", m, v), "family": "lung"}
+        for m, v in (("none", 3.5), ("bcpd", 0.47), ("bcpd_tuned", 0.3))
+    ]
+    lung[2]["status"] = "timeout"  # bcpd_tuned did not succeed: its reference stays
+    run.write_markdown(tmp_path / "l.md", lung, _meta(["bcpd", "bcpd_tuned"]) | {"suite": "lung"})
+    md = (tmp_path / "l.md").read_text()
+    assert "† BCPD tuned (PEERS.md, not run)" in md and "† BCPD default" not in md
+    assert "default mean 0.71 mm" in md  # the DIR-LAB note stands for both settings: kept
+    lung[2]["status"] = "ok"
+    run.write_markdown(tmp_path / "l.md", lung, _meta(["bcpd", "bcpd_tuned"]) | {"suite": "lung"})
+    md = (tmp_path / "l.md").read_text()
+    assert "(PEERS.md, not run)" not in md and "default mean 0.71 mm" not in md
+    assert "BCPD default 2.08 mm" in md  # Lung250M-4B: no BCPD run there
+
+
+def test_tables_only_rewrites_the_markdown_from_the_json(tmp_path: Path) -> None:
+    from benchmarks import run
+
+    records = [
+        _record("dirlab_copd.crop/copd1", "none", 20.0),
+        _record("dirlab_copd.crop/copd1", "bcpd", 5.0),
+    ]
+    run.write_json(tmp_path / "suite_realistic.json", records, _meta(["bcpd"]))
+    assert (
+        run.main(["--suite", "realistic", "--tables-only", "--out", str(tmp_path), "--data", str(tmp_path)])
+        == 0
+    )
+    assert (
+        "| DIR-LAB COPD / crop (1, mm) | 20.00 | 5.00 (2.0 s) |"
+        in (tmp_path / "suite_realistic.md").read_text()
+    )
+    assert (tmp_path / "suite_realistic.csv").read_text().startswith("family,case,group")
+    assert (
+        run.main(["--suite", "lung", "--tables-only", "--out", str(tmp_path), "--data", str(tmp_path)]) == 2
+    )
