@@ -92,6 +92,7 @@ def method_stats(cases: dict[str, dict[str, dict]], method: str) -> dict:
         "seconds": float(np.mean(secs)) if secs else math.nan,
         "worse": worse,
         "runs": {r.get("run") for r in ok},
+        "statuses": sorted({r.get("status", "?").split(":")[0] for r in runs if not _ok(r)}),
     }
 
 
@@ -109,11 +110,14 @@ def mean_cell(s: dict, digits: int, with_seconds: bool) -> str:
     if s["ran"] == 0:
         return ""
     if s["ok"] == 0:
-        return "failed" if s["ran"] else ""
-    cell = f"{s['mean']:.{digits}f}"
-    if with_seconds and _finite(s["seconds"]):
-        cell += f" ({s['seconds']:.1f} s)"
-    if s["ok"] < s["n"]:
+        cell = "/".join("n/a" if x == "unavailable" else x for x in s["statuses"])
+    else:
+        cell = f"{s['mean']:.{digits}f}"
+        if with_seconds and _finite(s["seconds"]):
+            cell += f" ({s['seconds']:.1f} s)"
+    if s["ran"] < s["n"]:  # e.g. a run still in progress
+        cell += f" [run on {s['ran']}/{s['n']}" + (f", {s['ok']} ok]" if s["ok"] < s["ran"] else "]")
+    elif 0 < s["ok"] < s["n"]:
         cell += f" [{s['ok']}/{s['n']} ok]"
     return cell
 

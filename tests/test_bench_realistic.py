@@ -413,3 +413,24 @@ def test_tables_only_rewrites_the_markdown_from_the_json(tmp_path: Path) -> None
     assert (
         run.main(["--suite", "lung", "--tables-only", "--out", str(tmp_path), "--data", str(tmp_path)]) == 2
     )
+
+
+def test_realistic_tables_mark_methods_not_run_on_every_case(tmp_path: Path) -> None:
+    """A method not (yet) run on every case of a group says so; one that never succeeded
+    shows its status (an interrupted or still running peers' run)."""
+    from benchmarks import run
+
+    records = [
+        _record("dirlab4dct.crop/case1", "none", 3.0),
+        _record("dirlab4dct.crop/case1", "register", 1.0),
+        _record("dirlab4dct.crop/case1", "bcpd", 2.0, seconds=4.0),
+        _record("dirlab4dct.crop/case1", "probreg_cpd_nonrigid", 1.0, status="timeout"),
+        _record("dirlab4dct.crop/case2", "none", 4.0),
+        _record("dirlab4dct.crop/case2", "register", 2.0),
+    ]
+    run.write_markdown(tmp_path / "p.md", records, _meta(["register", "bcpd", "probreg_cpd_nonrigid"]))
+    row = next(
+        x for x in (tmp_path / "p.md").read_text().splitlines() if x.startswith("| DIR-LAB 4DCT / crop (2")
+    )
+    assert "| 1.50 (2.0 s) | 2.00 (4.0 s) [run on 1/2] | timeout [run on 1/2, 0 ok] |" in row
+    assert row.endswith("|  |  |")  # no peer ran on every case: no ratios
