@@ -22,10 +22,14 @@ Methods (``PEER_METHODS``) and their defaults (``DEFAULTS``; override with ``par
   (in mm, non-rigid CPD gives 3.3 mm instead of 0.82).
 * ``pycpd_deformable``: pycpd's ``DeformableRegistration`` with its defaults (``alpha=2``,
   ``beta=2``, ``max_iterations=100``, ``tolerance=1e-3``, ``w=0``), same normalisation.
-* ``bcpd``: the BCPD binary (``bcpd`` on PATH), default settings unless ``params={"args": [...]}``
-  (``BCPD_TUNED_ARGS`` and ``BCPD_SHAPES_ARGS`` are the PEERS.md settings). Its deformed
-  source is exact; other points are mapped by interpolating the source displacements (see
-  :class:`PeerTransform`). Without the binary the status is ``unavailable: ...``.
+* ``bcpd`` / ``bcpd_tuned`` / ``bcpd_shapes``: the BCPD binary (``PEERS_BIN/bcpd``, built from
+  ``../shared/peers/bcpd`` by ``bash benchmarks/setup_peers.sh``, else ``bcpd`` on PATH) with
+  its default settings, ``BCPD_TUNED_ARGS`` (``-ux -g0.1 -b0.5 -l200``, tuned on DIR-LAB) and
+  ``BCPD_SHAPES_ARGS`` (its shape demos' settings), the PEERS.md settings; ``params={"args":
+  [...]}`` replaces them. Source and target are written to text files in a temporary folder
+  (``%.10g``, the same files for every setting). Its deformed source is exact; other points are
+  mapped by interpolating the source displacements (see :class:`PeerTransform`). Without the
+  binary the status is ``unavailable: ...``.
 
 Non-rigid CPD maps the source by ``y = y0 + G(y0, Y) W`` where ``Y`` are the (normalised) source
 points and ``G`` a Gaussian kernel. Both libraries only apply it to their own source points, so
@@ -47,6 +51,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
+import os
 import shutil
 import subprocess
 import tempfile
@@ -66,8 +71,17 @@ PEER_METHODS = (
     "probreg_cpd_nonrigid",
     "pycpd_deformable",
     "bcpd",
+    "bcpd_tuned",
+    "bcpd_shapes",
 )
+BCPD_METHODS = ("bcpd", "bcpd_tuned", "bcpd_shapes")
 TEST_METHODS = ("_test_sleep", "_test_error", "_test_alloc")
+
+# BCPD settings quoted in PEERS.md ("tuned" was chosen on the DIR-LAB cases themselves).
+BCPD_TUNED_ARGS = ["-ux", "-g0.1", "-b0.5", "-l200"]
+BCPD_SHAPES_ARGS = ["-w0.1", "-b2.0", "-l200", "-g3", "-J300", "-K70", "-p", "-c1e-6", "-n500", "-r1"]
+# Where benchmarks/setup_peers.sh builds BCPD (git-ignored); searched before PATH.
+PEERS_BIN = Path(__file__).resolve().parents[1] / ".peers" / "bin"
 
 # Defaults: the libraries' own unless PEERS.md / the benchmark brief says otherwise.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -90,15 +104,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "w": 0.0,
         "normalise": True,
     },
-    "bcpd": {"args": []},
+    # binary None: bcpd_binary(), resolved in the parent (the child runs exactly that file)
+    "bcpd": {"args": [], "binary": None},
+    "bcpd_tuned": {"args": BCPD_TUNED_ARGS, "binary": None},
+    "bcpd_shapes": {"args": BCPD_SHAPES_ARGS, "binary": None},
     "_test_sleep": {"seconds": 60.0},
     "_test_error": {},
     "_test_alloc": {"mb": 512, "seconds": 30.0},
 }
-# BCPD settings quoted in PEERS.md ("tuned" was chosen on the DIR-LAB cases themselves).
-BCPD_TUNED_ARGS = ["-ux", "-g0.1", "-b0.5", "-l200"]
-BCPD_SHAPES_ARGS = ["-w0.1", "-b2.0", "-l200", "-g3", "-J300", "-K70", "-p", "-c1e-6", "-n500", "-r1"]
-
 _PACKAGES = {
     "open3d_icp": "open3d",
     "probreg_cpd_rigid": "probreg",
@@ -262,14 +275,22 @@ class PeerResult:
 # --------------------------------------------------------------------------- availability
 
 
+NO_BCPD = f"no bcpd binary in {PEERS_BIN} or on PATH (build it: bash benchmarks/setup_peers.sh bcpd)"
+
+
 def bcpd_binary() -> str | None:
+    """The BCPD executable: ``PEERS_BIN/bcpd`` (built by ``benchmarks/setup_peers.sh``), else
+    ``bcpd`` on PATH, else ``None``."""
+    built = PEERS_BIN / "bcpd"
+    if built.is_file() and os.access(built, os.X_OK):
+        return str(built)
     return shutil.which("bcpd")
 
 
 def availability(method: str) -> str | None:
     """``None`` when ``method`` can run here, else the reason it cannot (nothing is imported)."""
-    if method == "bcpd":
-        return None if bcpd_binary() else "no bcpd binary on PATH"
+    if method in BCPD_METHODS:
+        return None if bcpd_binary() else NO_BCPD
     package = _PACKAGES.get(method)
     if package is not None and importlib.util.find_spec(package) is None:
         extra = (
@@ -438,9 +459,9 @@ def _pycpd_deformable(source, target, seed, p) -> dict:
 
 
 def _bcpd(source, target, seed, p) -> dict:
-    binary = bcpd_binary()
+    binary = p["binary"] or bcpd_binary()
     if binary is None:
-        raise PeerUnavailable("no bcpd binary on PATH")
+        raise PeerUnavailable(NO_BCPD)
     with tempfile.TemporaryDirectory(prefix="peer-bcpd-") as tmp:
         tmp = Path(tmp)
         # BCPD reads comma- or tab-separated .txt files; X = target, Y = source.
@@ -494,6 +515,8 @@ _WORKERS = {
     "probreg_cpd_nonrigid": functools.partial(_probreg_cpd, "nonrigid"),
     "pycpd_deformable": _pycpd_deformable,
     "bcpd": _bcpd,
+    "bcpd_tuned": _bcpd,
+    "bcpd_shapes": _bcpd,
     "_test_sleep": _test_sleep,
     "_test_error": _test_error,
     "_test_alloc": _test_alloc,
@@ -557,6 +580,8 @@ def run_peer(
     reason = availability(method)
     if reason is not None:
         return PeerResult(method, f"unavailable: {reason}", seed=seed, params=settings)
+    if method in BCPD_METHODS and settings["binary"] is None:
+        settings["binary"] = bcpd_binary()
     env = None
     if threads is not None:
         env = {k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}

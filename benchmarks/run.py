@@ -54,8 +54,11 @@ TITLES = {
     "shapes": "Shapes: BCPD pairs and synthetic Stanford deformations (preset `shapes`)",
     "rigid": "Rigid: TEASER++ fixtures (affine stage, similarity, multi-start) and small_gicp LiDAR",
     "synthetic": "Synthetic: held-out pairs of the flow network's training distribution (lung, scene flow, shapes)",
+    "realistic": "Realistic: the lung, scene-flow and Stanford cases damaged as real acquisitions are "
+    "(halves, crop, outliers, density; each with its data's preset)",
 }
-# Reference values from ../shared/data/PEERS.md (BCPD is not installable here: not run).
+# Reference values from ../shared/data/PEERS.md, shown (marked †) only where the method they stand
+# for (``REFERENCE_METHOD``) has no successful run of its own in the table.
 REFERENCE_CASES = {
     "† BCPD default": {
         "dirlab4dct/case1": 0.47,
@@ -72,23 +75,48 @@ REFERENCE_CASES = {
         "dirlab4dct/case5": 0.51,
     },
 }
+REFERENCE_METHOD = {"† BCPD default": "bcpd", "† BCPD tuned": "bcpd_tuned"}
+# Per family: ((method, group) pairs the note stands for, note); a note is left out once every
+# one of those methods has a successful run on a case of its group.
 REFERENCE_NOTES = {
     "lung": [
-        "† BCPD on DIR-LAB 4DCT (columns above), from PEERS.md, **not run here**: default mean 0.71 mm "
-        "(2.9-5.5 s), tuned (`-ux -g0.1 -b0.5 -l200`, chosen on these cases) 0.35 mm.",
-        "† Lung250M-4B, PEERS.md, not run here: BCPD default 2.08 mm (cases 002 and 094 only, 288 s "
-        "each); BCPD with acceleration (-A) 7.8-13.1 mm in 4-6 s. Open3D ICP 12.2 mm, none 16.9 mm.",
+        (
+            (("bcpd", "dirlab4dct"), ("bcpd_tuned", "dirlab4dct")),
+            "† BCPD on DIR-LAB 4DCT (columns above), from PEERS.md, **not run here**: default mean 0.71 mm "
+            "(2.9-5.5 s), tuned (`-ux -g0.1 -b0.5 -l200`, chosen on these cases) 0.35 mm.",
+        ),
+        (
+            (("bcpd", "lung250m"),),
+            "† Lung250M-4B, PEERS.md, not run here: BCPD default 2.08 mm (cases 002 and 094 only, 288 s "
+            "each); BCPD with acceleration (-A) 7.8-13.1 mm in 4-6 s. Open3D ICP 12.2 mm, none 16.9 mm.",
+        ),
     ],
     "sceneflow": [
-        "† PEERS.md, not run here: BCPD EPE3D 0.63-0.86 m (6-250 s); Open3D ICP 0.68 m; none 1.89 m. "
-        "Published D-RobOT 0.0315 m on the 142-pair KITTI test set (GPU).",
+        (
+            (("bcpd", "kitti"), ("bcpd", "ft3d")),
+            "† PEERS.md, not run here: BCPD EPE3D 0.63-0.86 m (6-250 s); Open3D ICP 0.68 m; none 1.89 m. "
+            "Published D-RobOT 0.0315 m on the 142-pair KITTI test set (GPU).",
+        ),
     ],
     "shapes": [
-        "† BCPD pairs, PEERS.md, not run here: BCPD with its shape-demo settings 0.62 % (7 s), with "
-        "acceleration (-A) 10.9 %; Open3D ICP 10.1 %; none 17.6 %.",
+        (
+            (("bcpd_shapes", "bcpd"),),
+            "† BCPD pairs, PEERS.md, not run here: BCPD with its shape-demo settings 0.62 % (7 s), with "
+            "acceleration (-A) 10.9 %; Open3D ICP 10.1 %; none 17.6 %.",
+        ),
     ],
-    "rigid": [],
 }
+
+
+def measured(records: list[dict]) -> set[tuple[str, str]]:
+    """``(method, group)`` pairs with at least one successful run in ``records``."""
+    return {(r["method"], r["group"]) for r in records if r.get("status") == "ok"}
+
+
+def reference_notes(family: str, records: list[dict]) -> list[str]:
+    """The family's PEERS.md notes whose methods were not all run here."""
+    done = measured(records)
+    return [note for pairs, note in REFERENCE_NOTES.get(family, []) if not set(pairs) <= done]
 
 
 def say(message: str) -> None:
@@ -320,7 +348,12 @@ def family_tables(family: str, records: list[dict], methods: list[str]) -> list[
     cases: dict[str, dict[str, dict]] = {}
     for r in records:
         cases.setdefault(r["case"], {})[r["method"]] = r
-    refs = [name for name, values in REFERENCE_CASES.items() if any(c in values for c in cases)]
+    ran = {(r["method"], r["case"]) for r in records if r.get("status") == "ok"}
+    refs = [
+        name
+        for name, values in REFERENCE_CASES.items()
+        if any(c in values and (REFERENCE_METHOD[name], c) not in ran for c in cases)
+    ]
     lines = []
     # One mean row per metric/unit within the family (a family mixing metrics gets several).
     kinds = list(
@@ -393,7 +426,8 @@ def write_markdown(path: Path, records: list[dict], meta: dict) -> None:
         "`numpy.random.default_rng(0).permutation`; identical inputs for every method. Cells: "
         "headline metric (wall s of the registration call); `timeout` / `oom` / `error` / `n/a` "
         "(package or binary not installed) otherwise. Mean rows average the cases that succeeded.",
-        "- † columns and notes are reference values copied from `../shared/data/PEERS.md`: **not run here**.",
+        "- † columns and notes (where shown) are reference values copied from `../shared/data/PEERS.md`: "
+        "**not run here**; a method run here replaces its reference.",
         "",
     ]
     for family in suites.FAMILIES:
@@ -401,8 +435,13 @@ def write_markdown(path: Path, records: list[dict], meta: dict) -> None:
         if not fam:
             continue
         lines += [f"## {TITLES[family]}", ""]
-        lines += family_tables(family, fam, methods)
-        notes = REFERENCE_NOTES.get(family, [])
+        if family == "realistic":
+            from benchmarks.realistic_report import realistic_tables
+
+            lines += realistic_tables(fam, methods, _digits)
+        else:
+            lines += family_tables(family, fam, methods)
+        notes = reference_notes(family, fam)
         if notes:
             lines += [""] + [f"- {n}" for n in notes]
         lines.append("")
@@ -496,6 +535,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the other methods' records (e.g. peers once, register after each change)",
     )
     p.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="run nothing: rewrite the .md and .csv of the suites' results in --out from their .json "
+        "(e.g. after a change of the table code)",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted run: like --update, but keep (and skip) the case/method runs "
@@ -522,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
         known = ", ".join(("register", *PEER_METHODS))
         print(f"error: unknown methods {bad}; choose from {known}", file=sys.stderr)
         return 2
+    if args.tables_only:
+        return rewrite_tables(families, args, args.out.resolve())
     data = args.data.expanduser()
     if not data.is_dir():
         print(
@@ -545,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --out is inside the data folder; write results elsewhere", file=sys.stderr)
         return 2
     wanted = [c.strip() for c in args.cases.split(",")] if args.cases else None
-    known = {name for family in families for name in suites.case_names(family)}
+    known = {name for family in families for name in suites.case_names(family, data)}
     unknown = [c for c in wanted or [] if c not in known]
     if unknown:
         print(
@@ -558,6 +605,27 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv)
     for family in families:  # one result file per family, whatever --suite groups
         run_family(family, args, command, methods, data, out, wanted)
+    return 0
+
+
+def rewrite_tables(families: list[str], args: argparse.Namespace, out: Path) -> int:
+    """``--tables-only``: the .md and .csv of each family's results rewritten from its .json."""
+    found = False
+    for family in families:
+        stem = f"suite_{family}" + ("_quick" if args.quick else "")
+        for path in (out / f"{stem}.json", out / f"{stem}_partial.json"):
+            if path.is_file():
+                payload = json.loads(path.read_text())
+                records = payload.pop("records")
+                write_csv(path.with_suffix(".csv"), records)
+                write_markdown(path.with_suffix(".md"), records, payload)
+                say(f"rewrote {path.with_suffix('.md')} and .csv from {path.name}")
+                found = True
+    if not found:
+        print(
+            f"error: --tables-only: no suite_<family>.json of {', '.join(families)} in {out}", file=sys.stderr
+        )
+        return 2
     return 0
 
 
@@ -597,18 +665,22 @@ def run_family(
     done = {(r["case"], r["method"]) for r in records} if args.resume else set()
     say(f"suite {family}{' (quick)' if args.quick else ''}: methods {', '.join(methods)}")
     t_start = time.perf_counter() - meta.get("previous_seconds", 0.0)
-    names = suites.case_names(family, args.quick)
+    catalog, notes = suites.discover(family, data)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    names = suites.case_names(family, data, args.quick)
     if wanted:
-        names = [n for n in suites.CATALOG[family] if n in wanted]
-    for folder in suites.missing_folders(family, data, names):
-        print(f"warning: {data / folder} not found: skipping its {family} cases", file=sys.stderr)
+        names = [n for n in catalog if n in wanted]
+    if not names:
+        say(f"suite {family}: no case found in {data}: nothing run")
+        return
     for case in suites.load_cases(family, data, names):
         say(f"[{family}] {case.name}: {len(case.source)} -> {len(case.target)} points, preset {case.preset}")
         for method in ["none", *[m for m in methods if m != "none"]]:
             if (case.name, method) in done:
                 say(f"  {method:22s} already recorded (--resume)")
                 continue
-            r = run_method(method, case, args)
+            r = run_method(method, case, args) | {"run": meta["date"]}  # which invocation measured it
             records = [q for q in records if (q["case"], q["method"]) != (case.name, method)]
             records.append(r)
             detail = "" if r["status"] == "ok" else f"  {r.get('message', '')[-200:]!r}"

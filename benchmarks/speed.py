@@ -16,8 +16,8 @@ Inputs per size ``n`` (every method gets exactly the same arrays):
   (sizes up to 30k).
 
 Methods: ``register`` with the lung (shapes) preset and ``--backend`` ``auto`` / ``sparse`` / ``geomloss`` /
-``dense`` / ``keops``, probreg CPD (non-rigid, affine) and BCPD when a ``bcpd`` binary is on
-PATH. Each run is a fresh child process under the same wall-clock and memory limits
+``dense`` / ``keops``, probreg CPD (non-rigid, affine) and BCPD when it is built
+(``bash benchmarks/setup_peers.sh bcpd``) or on PATH. Each run is a fresh child process under the same wall-clock and memory limits
 (``benchmarks.limits``); wall time excludes imports. Results: ``benchmarks/results/speed/``
 (JSON + Markdown, with the machine).
 """

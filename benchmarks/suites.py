@@ -11,7 +11,9 @@ case's ``metric``:
 * ``rotation``: the rotation of the best similarity fit of ``e -> T(e)`` against that of
   ``e -> r`` (degrees; TEASER fixtures, where ``r = s R e + t``).
 
-Families (``FAMILIES``) and their cases (``CATALOG``, names ``group/case``):
+Families (``FAMILIES``) and their cases (names ``group/case``), found by :func:`discover` in any
+folder with the layout of the shared data (``GROUPS``: a folder and a file-name pattern per
+group, so other case numbers work and a missing folder only skips its group, with a note):
 
 * ``lung``: DIR-LAB 4DCT dense 1-5 (EI -> EE), DIR-LAB COPD 300 landmarks 1-5 (insp -> exp,
   landmark-only clouds), Lung250M-4B keypoints (fixed -> moving; expert landmarks), Learn2Reg
@@ -31,6 +33,12 @@ Families (``FAMILIES``) and their cases (``CATALOG``, names ``group/case``):
   inliers. Generated, so they need no data folder (the ablation of the flow stage). Each case
   is given in its preset's first ``flow.axes`` frame (scene flow: KITTI's camera frame, x
   right, y down, z forward), as the preset expects real data.
+* ``realistic``: the DIR-LAB 4DCT, COPD, Lung250M-4B, KITTI, FlyingThings3D and Stanford cases
+  above damaged as real acquisitions are (:mod:`benchmarks.realistic`): ``halves`` (source and
+  target from disjoint halves of the point pairs), ``crop``, ``outliers``, ``density``; named
+  ``<group>.<variant>/<case>`` (e.g. ``dirlab4dct.crop/case1``, group ``dirlab4dct.crop``),
+  seeded by a stable hash of that name, each with its data's preset; scored only on the
+  evaluation points whose true position the damaged target still covers.
 
 Loading is lazy: ``load_cases(family, data, names=...)`` only reads the files of the cases asked
 for. Everything is deterministic (fixed seeds), so every method gets identical inputs.
@@ -39,13 +47,16 @@ for. Everything is deterministic (fixed seeds), so every method gets identical i
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-FAMILIES = ("lung", "sceneflow", "shapes", "rigid", "synthetic")
+from benchmarks.realistic import VARIANTS, case_rng, damage_target, split_halves, stable_seed
+
+FAMILIES = ("lung", "sceneflow", "shapes", "rigid", "synthetic", "realistic")
 METRICS = ("tre", "scene_flow", "relative", "rotation")
 STANFORD_POINTS = 8000  # per cloud (source and target) of the synthetic shape cases
 STANFORD_SEEDS = {"bunny": 11, "armadillo": 12, "dragon": 13}
@@ -67,14 +78,7 @@ FAMILY_PRESETS = {
     "shapes": ("shapes",),
     "rigid": ("rigid", "teaser"),
     "synthetic": tuple(preset for preset, _, _ in SYNTH_KINDS.values()),
-}
-# Folders each family needs (a missing one skips its cases with a warning).
-FOLDERS = {
-    "lung": ("lung/dirlab4dct", "lung/dirlab_copd", "lung/lung250m", "lung/l2r_case012"),
-    "sceneflow": ("sceneflow",),
-    "shapes": ("shapes/bcpd", "shapes/stanford"),
-    "rigid": ("rigid/teaser", "rigid/small_gicp"),
-    "synthetic": (),
+    "realistic": ("lung", "sceneflow", "shapes"),
 }
 # One small case per family for ``--quick``.
 QUICK = {
@@ -83,6 +87,7 @@ QUICK = {
     "shapes": "bcpd/male",
     "rigid": "teaser/benchmark_1",
     "synthetic": "synth_lung/0",
+    "realistic": "dirlab_copd.crop/copd1",
 }
 
 
@@ -166,34 +171,14 @@ def _pair_case(family, name, source, target, eval_source, eval_reference, metric
 # ------------------------------------------------------------------------------------- lung
 
 
-def _dirlab4dct(data: Path, n: int) -> Case:
-    t = load_csv(data / "lung/dirlab4dct" / f"case{n}_dense_EI_EE_mm.csv")
-    ei, ee = t[:, :3], t[:, 3:6]
-    return _pair_case("lung", f"dirlab4dct/case{n}", ei, ee, ei, ee, "tre", "lung", "mm")
-
-
-def _copd(data: Path, n: int) -> Case:
-    t = load_csv(data / "lung/dirlab_copd" / f"copd{n}_insp_exp_mm.csv")
-    insp, exp = t[:, :3], t[:, 3:6]
-    return _pair_case("lung", f"dirlab_copd/copd{n}", insp, exp, insp, exp, "tre", "lung", "mm")
-
-
-def _lung250m(data: Path, case: str) -> Case:
-    kp = load_csv(data / "lung/lung250m/keypoints" / f"case_{case}.csv")
-    lms = load_csv(data / "lung/lung250m/landmarks" / f"lms_validation_case_{case}.csv")
-    return _pair_case(
-        "lung", f"lung250m/case_{case}", kp[:, :3], kp[:, 3:6], lms[:, :3], lms[:, 3:6], "tre", "lung", "mm"
-    )
-
-
-def _l2r012(data: Path) -> Case:
+def _l2r(data: Path, case: str = "012") -> Case:
     folder = data / "lung/l2r_case012"
-    exp = np.loadtxt(folder / "case_012_exp_lung_surface_mm.xyz", ndmin=2)[:, :3]
-    insp = np.loadtxt(folder / "case_012_insp_lung_surface_mm.xyz", ndmin=2)[:, :3]
-    kp = load_csv(folder / "case_012_keypoints_mm.csv")  # exp_xyz, insp_xyz
+    exp = np.loadtxt(folder / f"case_{case}_exp_lung_surface_mm.xyz", ndmin=2)[:, :3]
+    insp = np.loadtxt(folder / f"case_{case}_insp_lung_surface_mm.xyz", ndmin=2)[:, :3]
+    kp = load_csv(folder / f"case_{case}_keypoints_mm.csv")  # exp_xyz, insp_xyz
     return _pair_case(
         "lung",
-        "l2r/case_012",
+        f"l2r/case_{case}",
         exp,
         insp,
         kp[:, :3],
@@ -203,15 +188,6 @@ def _l2r012(data: Path) -> Case:
         "mm",
         note="corrField pseudo ground truth (about 1-2 mm)",
     )
-
-
-# ------------------------------------------------------------------------------- sceneflow
-
-
-def _sceneflow(data: Path, stem: str, name: str) -> Case:
-    with np.load(data / "sceneflow" / f"{stem}.npz") as z:
-        pc1, pc2, flow = z["pc1"], z["pc2"], z["flow"]
-    return _pair_case("sceneflow", name, pc1, pc2, pc1, pc1 + flow, "scene_flow", "sceneflow", "m")
 
 
 # ----------------------------------------------------------------------------------- shapes
@@ -224,27 +200,18 @@ def _bcpd(data: Path, shape: str) -> Case:
 
 
 def _stanford(data: Path, shape: str, n_points: int = STANFORD_POINTS) -> Case:
-    from register.synth.deform import make_smooth_random_field
-
-    full = _points(data / "shapes/stanford" / f"{shape}_30k.ply")
-    seed = STANFORD_SEEDS[shape]
-    rng = np.random.default_rng(seed)
-    src_idx = rng.choice(len(full), size=min(n_points, len(full)), replace=False)
-    tgt_idx = rng.choice(len(full), size=min(n_points, len(full)), replace=False)  # independent
-    field_ = make_smooth_random_field(full, seed)  # defaults: sigma 25 %, mean |d| 5 % of diagonal
-    source = full[src_idx]
-    target = full[tgt_idx] + field_(full[tgt_idx])
+    p = _stanford_pairs(data, shape, n_points)
     return _pair_case(
         "shapes",
         f"stanford/{shape}",
-        source,
-        target,
-        source,
-        source + field_(source),
+        p.source,
+        p.target,
+        p.eval_source,
+        p.eval_reference,
         "relative",
         "shapes",
         "% of diagonal",
-        seed=seed,
+        seed=stanford_seed(shape),
         deformation="make_smooth_random_field(full 30k cloud, seed): sigma 0.25, mean 0.05 of diagonal",
     )
 
@@ -323,82 +290,387 @@ def _synthetic(kind: str, index: int) -> Case:
     )
 
 
+# ------------------------------------------------------------------------------- realistic
+
+
+@dataclass
+class Pairs:
+    """One data case before damage (the ``realistic`` family's raw material).
+
+    ``source``, ``target`` (target rows **not** shuffled), ``eval_source``, ``eval_reference``
+    are the family's own case. ``first (P, 3)`` / ``second (P, 3)`` are its point pairs (row
+    ``i`` of one is the partner of row ``i`` of the other) from which the ``halves`` variant
+    draws its disjoint source and target; that variant scores the source points themselves
+    (``halves_eval = "source"``: reference = their partners) or the case's landmarks
+    (``"landmarks"``), and subsamples each half to ``halves_points`` points when set.
+    """
+
+    group: str
+    case: str
+    preset: str
+    metric: str
+    unit: str
+    source: np.ndarray
+    target: np.ndarray
+    eval_source: np.ndarray
+    eval_reference: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    halves_eval: str = "source"
+    halves_points: int | None = None
+
+
+def _dirlab4dct_pairs(data: Path, n: str) -> Pairs:
+    t = load_csv(data / "lung/dirlab4dct" / f"case{n}_dense_EI_EE_mm.csv")
+    ei, ee = t[:, :3], t[:, 3:6]
+    return Pairs("dirlab4dct", f"case{n}", "lung", "tre", "mm", ei, ee, ei, ee, ei, ee)
+
+
+def _copd_pairs(data: Path, n: str) -> Pairs:
+    t = load_csv(data / "lung/dirlab_copd" / f"copd{n}_insp_exp_mm.csv")
+    insp, exp = t[:, :3], t[:, 3:6]
+    return Pairs("dirlab_copd", f"copd{n}", "lung", "tre", "mm", insp, exp, insp, exp, insp, exp)
+
+
+def _lung250m_pairs(data: Path, case: str) -> Pairs:
+    kp = load_csv(data / "lung/lung250m/keypoints" / f"case_{case}.csv")
+    lms = load_csv(data / "lung/lung250m/landmarks" / f"lms_validation_case_{case}.csv")
+    fixed, moving = kp[:, :3], kp[:, 3:6]
+    return Pairs(
+        "lung250m",
+        f"case_{case}",
+        "lung",
+        "tre",
+        "mm",
+        fixed,
+        moving,
+        lms[:, :3],
+        lms[:, 3:6],
+        fixed,
+        moving,
+        halves_eval="landmarks",
+    )
+
+
+def _sceneflow_pairs(data: Path, group: str, stem: str) -> Pairs:
+    with np.load(data / "sceneflow" / f"{group}_{stem}.npz") as z:
+        pc1, pc2, flow = z["pc1"], z["pc2"], z["flow"]
+    moved = pc1 + flow
+    return Pairs(group, stem, "sceneflow", "scene_flow", "m", pc1, pc2, pc1, moved, pc1, moved)
+
+
+def stanford_seed(shape: str) -> int:
+    """The deformation / sampling seed of a Stanford shape (fixed for the known ones)."""
+    return STANFORD_SEEDS.get(shape, stable_seed(f"stanford/{shape}") % 2**31)
+
+
+def _stanford_pairs(data: Path, shape: str, n_points: int = STANFORD_POINTS) -> Pairs:
+    from register.synth.deform import make_smooth_random_field
+
+    full = _points(data / "shapes/stanford" / f"{shape}_30k.ply")
+    seed = stanford_seed(shape)
+    rng = np.random.default_rng(seed)
+    src_idx = rng.choice(len(full), size=min(n_points, len(full)), replace=False)
+    tgt_idx = rng.choice(len(full), size=min(n_points, len(full)), replace=False)  # independent
+    field_ = make_smooth_random_field(full, seed)  # defaults: sigma 25 %, mean |d| 5 % of diagonal
+    source, target = full[src_idx], full[tgt_idx] + field_(full[tgt_idx])
+    return Pairs(
+        "stanford",
+        shape,
+        "shapes",
+        "relative",
+        "% of diagonal",
+        source,
+        target,
+        source,
+        source + field_(source),
+        full,
+        full + field_(full),
+        halves_points=n_points,
+    )
+
+
+def realistic_case(pairs: Pairs, variant: str) -> Case:
+    """The ``variant`` (:data:`benchmarks.realistic.VARIANTS`) of one data case, named
+    ``<group>.<variant>/<case>``, damaged with the generator of that name.
+
+    ``halves``: source = ``first[A]``, target = ``second[B]`` for a random split ``A, B`` of the
+    pairs (each subsampled to ``halves_points`` when set); scored on ``first[A] -> second[A]`` or
+    on the landmarks. The other variants damage the case's target
+    (:func:`benchmarks.realistic.damage_target`) and score the evaluation points whose reference
+    lies in the region the damaged target still covers.
+    """
+    name = f"{pairs.group}.{variant}/{pairs.case}"
+    rng = case_rng(name)
+    info: dict = {"variant": variant, "data": f"{pairs.group}/{pairs.case}"}
+    if variant == "halves":
+        a, b = split_halves(len(pairs.first), rng)
+        if pairs.halves_points is not None:
+            a = np.sort(rng.choice(a, size=min(pairs.halves_points, len(a)), replace=False))
+            b = np.sort(rng.choice(b, size=min(pairs.halves_points, len(b)), replace=False))
+        source, target = pairs.first[a], pairs.second[b]
+        if pairs.halves_eval == "landmarks":
+            eval_source, eval_reference = pairs.eval_source, pairs.eval_reference
+        else:
+            eval_source, eval_reference = source, pairs.second[a]
+        keep = np.ones(len(eval_source), dtype=bool)
+        info["damage"] = {"pairs": len(pairs.first), "half_a": len(a), "half_b": len(b)}
+    else:
+        source, eval_source, eval_reference = pairs.source, pairs.eval_source, pairs.eval_reference
+        target, keep, info["damage"] = damage_target(variant, pairs.target, eval_reference, rng)
+    if not keep.any():
+        raise ValueError(f"realistic {name}: no evaluation point left in the damaged target's region")
+    return _pair_case(
+        "realistic",
+        name,
+        source,
+        target,
+        eval_source[keep],
+        eval_reference[keep],
+        pairs.metric,
+        pairs.preset,
+        pairs.unit,
+        n_eval_all=len(eval_source),
+        case_seed=stable_seed(name),
+        **info,
+    )
+
+
 # ---------------------------------------------------------------------------------- catalog
 
+
+def _natural(case_id: str) -> tuple:
+    return (0, int(case_id), case_id) if case_id.isdigit() else (1, 0, case_id)
+
+
+def _ids(folder: Path, pattern: str) -> list[str]:
+    """The first group of ``pattern`` over the names in ``folder`` that match it, in natural order."""
+    rx = re.compile(pattern)
+    found = [m.group(1) for f in folder.iterdir() if (m := rx.fullmatch(f.name))]
+    return sorted(found, key=_natural)
+
+
+def _find_lung250m(folder: Path) -> tuple[list[str], list[str]]:
+    ids, notes = [], []
+    for c in _ids(folder / "keypoints", r"case_(\w+)\.csv") if (folder / "keypoints").is_dir() else []:
+        if (folder / "landmarks" / f"lms_validation_case_{c}.csv").is_file():
+            ids.append(c)
+        else:
+            notes.append(
+                f"{folder}/keypoints/case_{c}.csv has no landmarks/lms_validation_case_{c}.csv: skipped"
+            )
+    return ids, notes
+
+
+def _find_l2r(folder: Path) -> tuple[list[str], list[str]]:
+    ids, notes = [], []
+    for c in _ids(folder, r"case_(\w+)_exp_lung_surface_mm\.xyz"):
+        needed = [f"case_{c}_insp_lung_surface_mm.xyz", f"case_{c}_keypoints_mm.csv"]
+        missing = [f for f in needed if not (folder / f).is_file()]
+        if missing:
+            notes.append(f"{folder}/case_{c}: {', '.join(missing)} not found: skipped")
+        else:
+            ids.append(c)
+    return ids, notes
+
+
+def _columns(path: Path) -> int:
+    """The number of values on the first non-comment line of a whitespace-separated text file."""
+    with path.open() as fh:
+        for line in fh:
+            if line.strip() and not line.lstrip().startswith("#"):
+                return len(line.replace(",", " ").split())
+    return 0
+
+
+def _find_bcpd(folder: Path) -> tuple[list[str], list[str]]:
+    ids, notes = [], []
+    for shape in _ids(folder, r"(.+)-x\.txt"):
+        y = folder / f"{shape}-y.txt"
+        if not y.is_file():
+            notes.append(f"{folder}/{shape}-x.txt has no {y.name}: skipped")
+        elif _columns(folder / f"{shape}-x.txt") != 3:
+            notes.append(f"{folder}/{shape}-x.txt is not 3-D: skipped")
+        else:
+            ids.append(shape)
+    return ids, notes
+
+
+def _find_small_gicp(folder: Path) -> tuple[list[str], list[str]]:
+    needed = ("source.ply", "target.ply", "T_target_source.txt")
+    missing = [f for f in needed if not (folder / f).is_file()]
+    return ([], [f"{folder}: {', '.join(missing)} not found: skipped"]) if missing else (["lidar"], [])
+
+
+def _found(pattern: str) -> Callable[[Path], tuple[list[str], list[str]]]:
+    return lambda folder: (_ids(folder, pattern), [])
+
+
+@dataclass(frozen=True)
+class Group:
+    """A case group of the shared data layout: its family, its folder (relative to the data
+    folder; ``None`` when generated), ``find(folder) -> (case ids, notes)``, ``name(id)`` the
+    case name after ``group/``, ``build(data, id) -> Case`` and, for the groups of the
+    ``realistic`` family, ``pairs(data, id) -> Pairs``."""
+
+    family: str
+    folder: str | None
+    find: Callable[[Path], tuple[list[str], list[str]]]
+    name: Callable[[str], str]
+    build: Callable[[Path, str], Case]
+    pairs: Callable[[Path, str], Pairs] | None = None
+
+
+def _pairs_case(family: str, pairs: Pairs) -> Case:
+    """The family's own case of ``pairs`` (target shuffled)."""
+    p = pairs
+    name = f"{p.group}/{p.case}"
+    return _pair_case(
+        family, name, p.source, p.target, p.eval_source, p.eval_reference, p.metric, p.preset, p.unit
+    )
+
+
+GROUPS: dict[str, Group] = {
+    "dirlab4dct": Group(
+        "lung",
+        "lung/dirlab4dct",
+        _found(r"case(\d+)_dense_EI_EE_mm\.csv"),
+        lambda n: f"case{n}",
+        lambda d, n: _pairs_case("lung", _dirlab4dct_pairs(d, n)),
+        _dirlab4dct_pairs,
+    ),
+    "dirlab_copd": Group(
+        "lung",
+        "lung/dirlab_copd",
+        _found(r"copd(\d+)_insp_exp_mm\.csv"),
+        lambda n: f"copd{n}",
+        lambda d, n: _pairs_case("lung", _copd_pairs(d, n)),
+        _copd_pairs,
+    ),
+    "lung250m": Group(
+        "lung",
+        "lung/lung250m",
+        _find_lung250m,
+        lambda c: f"case_{c}",
+        lambda d, c: _pairs_case("lung", _lung250m_pairs(d, c)),
+        _lung250m_pairs,
+    ),
+    "l2r": Group("lung", "lung/l2r_case012", _find_l2r, lambda c: f"case_{c}", lambda d, c: _l2r(d, c)),
+    "kitti": Group(
+        "sceneflow",
+        "sceneflow",
+        _found(r"kitti_(\w+)\.npz"),
+        str,
+        lambda d, i: _pairs_case("sceneflow", _sceneflow_pairs(d, "kitti", i)),
+        lambda d, i: _sceneflow_pairs(d, "kitti", i),
+    ),
+    "ft3d": Group(
+        "sceneflow",
+        "sceneflow",
+        _found(r"ft3d_(\w+)\.npz"),
+        str,
+        lambda d, i: _pairs_case("sceneflow", _sceneflow_pairs(d, "ft3d", i)),
+        lambda d, i: _sceneflow_pairs(d, "ft3d", i),
+    ),
+    "bcpd": Group("shapes", "shapes/bcpd", _find_bcpd, str, lambda d, s: _bcpd(d, s)),
+    "stanford": Group(
+        "shapes",
+        "shapes/stanford",
+        _found(r"(.+)_30k\.ply"),
+        str,
+        lambda d, s: _stanford(d, s),
+        _stanford_pairs,
+    ),
+    "teaser": Group(
+        "rigid",
+        "rigid/teaser",
+        _found(r"benchmark_(\d+)"),
+        lambda n: f"benchmark_{n}",
+        lambda d, n: _teaser(d, n),
+    ),
+    "small_gicp": Group("rigid", "rigid/small_gicp", _find_small_gicp, str, lambda d, _: _small_gicp(d)),
+}
+# The realistic family's groups, quick ones first (the order its cases run in).
+REALISTIC_GROUPS = ("dirlab_copd", "dirlab4dct", "kitti", "ft3d", "stanford", "lung250m")
+SYNTH_NAMES = [f"synth_{kind}/{i}" for kind in SYNTH_KINDS for i in range(SYNTH_CASES)]
+
 Builder = Callable[[Path], Case]
-CATALOG: dict[str, dict[str, Builder]] = {
-    "lung": {
-        **{f"dirlab4dct/case{n}": (lambda d, n=n: _dirlab4dct(d, n)) for n in range(1, 6)},
-        **{f"dirlab_copd/copd{n}": (lambda d, n=n: _copd(d, n)) for n in range(1, 6)},
-        **{
-            f"lung250m/case_{c}": (lambda d, c=c: _lung250m(d, c))
-            for c in ("002", "008", "054", "055", "056", "094", "097")
-        },
-        "l2r/case_012": _l2r012,
-    },
-    "sceneflow": {
-        **{
-            f"kitti/{i:06d}": (lambda d, i=i: _sceneflow(d, f"kitti_{i:06d}", f"kitti/{i:06d}"))
-            for i in range(3)
-        },
-        **{
-            f"ft3d/{i:07d}": (lambda d, i=i: _sceneflow(d, f"ft3d_{i:07d}", f"ft3d/{i:07d}"))
-            for i in range(4)
-        },
-    },
-    "shapes": {
-        **{f"bcpd/{s}": (lambda d, s=s: _bcpd(d, s)) for s in ("bunny", "monkey", "male", "female")},
-        **{f"stanford/{s}": (lambda d, s=s: _stanford(d, s)) for s in STANFORD_SEEDS},
-    },
-    "rigid": {
-        **{f"teaser/benchmark_{n}": (lambda d, n=n: _teaser(d, n)) for n in range(1, 7)},
-        "small_gicp/lidar": _small_gicp,
-    },
-    "synthetic": {
-        f"synth_{kind}/{i}": (lambda d, kind=kind, i=i: _synthetic(kind, i))
-        for kind in SYNTH_KINDS
-        for i in range(SYNTH_CASES)
-    },
-}
-# The folder each group's files live in (to skip a group whose data is missing).
-GROUP_FOLDER = {
-    "dirlab4dct": "lung/dirlab4dct",
-    "dirlab_copd": "lung/dirlab_copd",
-    "lung250m": "lung/lung250m",
-    "l2r": "lung/l2r_case012",
-    "kitti": "sceneflow",
-    "ft3d": "sceneflow",
-    "bcpd": "shapes/bcpd",
-    "stanford": "shapes/stanford",
-    "teaser": "rigid/teaser",
-    "small_gicp": "rigid/small_gicp",
-    **{f"synth_{kind}": None for kind in SYNTH_KINDS},  # generated: no folder
-}
 
 
-def case_names(family: str, quick: bool = False) -> list[str]:
-    if family not in CATALOG:
+def _group_ids(group: str, data: Path, notes: list[str]) -> list[str]:
+    """Case ids of ``group`` found in ``data`` (a missing folder adds a note and finds none)."""
+    g = GROUPS[group]
+    folder = data / g.folder
+    if not folder.is_dir():
+        note = f"{folder} not found: skipping its {group} cases"
+        if note not in notes:
+            notes.append(note)
+        return []
+    ids, more = g.find(folder)
+    notes += more
+    return ids
+
+
+def _realistic_builder(group: str, case_id: str, variant: str, cache: dict) -> Builder:
+    """Builds one realistic case; ``cache`` keeps the last data case read (its variants follow)."""
+
+    def build(data: Path) -> Case:
+        key = (str(data), group, case_id)
+        if key not in cache:
+            cache.clear()
+            cache[key] = GROUPS[group].pairs(data, case_id)
+        return realistic_case(cache[key], variant)
+
+    return build
+
+
+def discover(family: str, data: Path) -> tuple[dict[str, Builder], list[str]]:
+    """The cases of ``family`` found in ``data`` (any folder with the shared data's layout):
+    ``({name: build(data) -> Case}, notes)`` in run order, nothing read but file names (and the
+    first line of a BCPD shape file); ``notes`` says what was skipped and why (one line each)."""
+    if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
-    return [QUICK[family]] if quick else list(CATALOG[family])
+    data = Path(data)
+    notes: list[str] = []
+    catalog: dict[str, Builder] = {}
+    if family == "synthetic":
+        for name in SYNTH_NAMES:
+            kind, index = name.removeprefix("synth_").split("/")
+            catalog[name] = lambda d, kind=kind, index=int(index): _synthetic(kind, index)
+    elif family == "realistic":
+        cache: dict = {}
+        for group in REALISTIC_GROUPS:
+            for case_id in _group_ids(group, data, notes):
+                for variant in VARIANTS:
+                    name = f"{group}.{variant}/{GROUPS[group].name(case_id)}"
+                    catalog[name] = _realistic_builder(group, case_id, variant, cache)
+    else:
+        for group, g in GROUPS.items():
+            if g.family != family:
+                continue
+            for case_id in _group_ids(group, data, notes):
+                catalog[f"{group}/{g.name(case_id)}"] = lambda d, g=g, i=case_id: g.build(d, i)
+    return catalog, notes
 
 
-def missing_folders(family: str, data: Path, names: list[str]) -> list[str]:
-    """Data folders (relative to ``data``) the given cases need but that do not exist."""
-    needed = dict.fromkeys(GROUP_FOLDER[n.split("/", 1)[0]] for n in names)
-    return [f for f in needed if f is not None and not (data / f).is_dir()]
+def case_names(family: str, data: Path, quick: bool = False) -> list[str]:
+    """The names of the cases of ``family`` found in ``data`` (``quick``: its ``QUICK`` case, or
+    the first one found when that one is absent)."""
+    names = list(discover(family, data)[0])
+    if quick:
+        return [QUICK[family]] if QUICK[family] in names else names[:1]
+    return names
 
 
 def load_cases(family: str, data: Path, names: list[str] | None = None) -> Iterator[Case]:
-    """Yield the cases of ``family`` (all, or those named), skipping groups whose folder is absent."""
+    """Yield the cases of ``family`` found in ``data`` (all, or those named, in that order)."""
     data = Path(data)
-    names = case_names(family) if names is None else names
-    missing = set(missing_folders(family, data, names))
+    catalog, _ = discover(family, data)
+    names = list(catalog) if names is None else names
     for name in names:
-        if name not in CATALOG[family]:
-            raise ValueError(f"{family}: unknown case {name!r}; known: {', '.join(CATALOG[family])}")
-        if GROUP_FOLDER[name.split("/", 1)[0]] in missing:
-            continue
-        yield CATALOG[family][name](data)
+        if name not in catalog:
+            raise ValueError(f"{family}: no case {name!r} in {data}; found: {', '.join(catalog) or 'none'}")
+        yield catalog[name](data)
 
 
 def lung_cases(data: Path, names: list[str] | None = None) -> Iterator[Case]:

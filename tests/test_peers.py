@@ -17,9 +17,13 @@ import numpy as np
 import pytest
 
 from benchmarks.peers import (
+    BCPD_METHODS,
+    BCPD_SHAPES_ARGS,
+    BCPD_TUNED_ARGS,
     PEER_METHODS,
     PeerTransform,
     availability,
+    bcpd_binary,
     interpolate_displacement,
     kernel_displacement,
     run_peer,
@@ -205,17 +209,24 @@ def test_bad_arguments_raise_in_the_parent():
 
 
 def test_bcpd_unavailable_without_binary(monkeypatch, tmp_path):
+    monkeypatch.setattr("benchmarks.peers.PEERS_BIN", tmp_path / "none")  # no built binary
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no bcpd
     x = ellipsoid(10)
-    result = run_peer("bcpd", x, x, time_limit_s=10, seed=0)
-    assert result.status == "unavailable: no bcpd binary on PATH"
+    for method in BCPD_METHODS:
+        result = run_peer(method, x, x, time_limit_s=10, seed=0)
+        assert result.status.startswith("unavailable: no bcpd binary in"), result.status
+        assert "setup_peers.sh" in result.status
 
 
 FAKE_BCPD = """#!{python}
-# A stand-in for the BCPD binary: writes <prefix>y.txt = Y + (1, 2, 3), tab separated.
+# A stand-in for the BCPD binary: writes <prefix>y.txt = Y + (1, 2, 3), tab separated, and its
+# arguments to $FAKE_BCPD_ARGV when set.
+import os
 import sys
 import numpy as np
 args = sys.argv[1:]
+if os.environ.get("FAKE_BCPD_ARGV"):
+    open(os.environ["FAKE_BCPD_ARGV"], "w").write("\\n".join(args))
 y = np.loadtxt(args[args.index("-y") + 1], delimiter=",", ndmin=2)
 np.savetxt(args[args.index("-o") + 1] + "y.txt", y + [1.0, 2.0, 3.0], delimiter="\\t")
 """
@@ -225,6 +236,7 @@ def test_bcpd_wrapper_with_a_stand_in_binary(monkeypatch, tmp_path):
     fake = tmp_path / "bcpd"
     fake.write_text(FAKE_BCPD.format(python=sys.executable))
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr("benchmarks.peers.PEERS_BIN", tmp_path / "none")  # not the built one
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
     x = ellipsoid(50)
     result = run_peer("bcpd", x, shuffled(x), time_limit_s=60, seed=0)
@@ -233,6 +245,44 @@ def test_bcpd_wrapper_with_a_stand_in_binary(monkeypatch, tmp_path):
     assert np.allclose(result.apply(x), x + [1, 2, 3])
     assert np.allclose(result.apply(x[:5] + 0.5), x[:5] + 0.5 + [1, 2, 3])  # constant field
     assert "-r0" in result.info["args"]
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [("bcpd", ["-r0"]), ("bcpd_tuned", [*BCPD_TUNED_ARGS, "-r0"]), ("bcpd_shapes", BCPD_SHAPES_ARGS)],
+)
+def test_bcpd_settings_reach_the_binary(monkeypatch, tmp_path, method, expected):
+    """Each BCPD method passes its PEERS.md settings to the binary (read back from the binary's
+    own argv), after the input / output options, with the seed unless the settings fix one."""
+    fake = tmp_path / "bcpd"
+    fake.write_text(FAKE_BCPD.format(python=sys.executable))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr("benchmarks.peers.PEERS_BIN", tmp_path)  # the built binary's place
+    monkeypatch.setenv("FAKE_BCPD_ARGV", str(tmp_path / "argv.txt"))
+    x = ellipsoid(30)
+    result = run_peer(method, x, shuffled(x), time_limit_s=60, seed=0)
+    assert result.ok, (result.status, result.message)
+    argv = (tmp_path / "argv.txt").read_text().split("\n")
+    assert argv[:2] == ["-x", argv[1]] and argv[1].endswith("X.txt") and argv[3].endswith("Y.txt")
+    assert argv[argv.index("-q") + 1 :] == expected
+    assert result.params["binary"] == str(fake) and result.info["args"] == expected
+
+
+def test_the_built_bcpd_binary_registers_a_small_cloud():
+    """The real BCPD (``bash benchmarks/setup_peers.sh bcpd``) in the harness, every setting."""
+    binary = bcpd_binary()
+    if binary is None:
+        pytest.skip("BCPD is not built: run `bash benchmarks/setup_peers.sh bcpd` to test it")
+    source = 3.0 * ellipsoid(150)  # semi-axes 120, 75, 45 (BCPD's default fails on tiny clouds)
+    target = smooth_deformation(source)
+    before = mean_error(source, target)
+    for method in BCPD_METHODS:
+        result = run_peer(method, source, shuffled(target), time_limit_s=120, seed=0, threads=2)
+        assert result.ok, (method, result.status, result.message)
+        assert result.params["binary"] == binary and result.wall_s > 0
+        assert result.info["self_check_max_abs"] < 1e-9
+        after = mean_error(result.apply(source), target)
+        assert after < 0.5 * before, (method, before, after)
 
 
 # ------------------------------------------------------------------------------- peers
