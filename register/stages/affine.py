@@ -64,7 +64,9 @@ def _run_level(x, y, a, b, transform: Affine, blur, reach, cfg: AffineConfig, ms
     matches = warm
     moved = transform.apply(x)
     for _ in range(cfg.iterations):
-        matches = ms.match(moved, y, a, b, blur, reach, warm=matches)
+        matches = ms.match(
+            moved, y, a, b, blur, reach, warm=matches, target_reach=reach * cfg.target_reach_ratio
+        )
         weights = a * to_numpy(matches.confidence)
         transform = fit_affine(x, to_numpy(matches.targets), weights, cfg.mode)
         previous, moved = moved, transform.apply(x)
@@ -95,7 +97,15 @@ def _choose_start(x, y, a, b, cfg: AffineConfig, ms: MatchSettings, rng) -> tupl
     for k, rotation in enumerate(candidates):
         start = _centroid_start(rotation, xs, ys, as_, bs)
         fitted, _ = _run_level(xs, ys, as_, bs, start, cfg.blurs[0], reaches[0], cfg, ms)
-        score = ms.match(fitted.apply(xs), ys, as_, bs, cfg.blurs[0], reaches[0]).cost
+        score = ms.match(
+            fitted.apply(xs),
+            ys,
+            as_,
+            bs,
+            cfg.blurs[0],
+            reaches[0],
+            target_reach=reaches[0] * cfg.target_reach_ratio,
+        ).cost
         log.debug("multistart candidate %d: coarse cost %.4g", k, score)
         coarse.append((score, k, fitted))
     best = (np.inf, None, -1)

@@ -48,9 +48,11 @@ class MatchSettings:
         blur: float,
         reach: float,
         warm: Matches | None = None,
+        target_reach: float | None = None,
     ) -> Matches:
         """:func:`register.ot.robust_match` on numpy inputs (data units); ``warm``: an earlier
-        matching of the same clouds to start from (ignored unless ``warm_start``)."""
+        matching of the same clouds to start from (ignored unless ``warm_start``);
+        ``target_reach``: the target marginal's reach (None: ``reach``)."""
         return robust_match(
             self.tensor(x),
             self.tensor(y),
@@ -64,6 +66,7 @@ class MatchSettings:
             backend=self.backend,
             mass=self.mass,
             warm=warm.warm if (warm is not None and self.warm_start) else None,
+            target_reach=target_reach,
         )
 
 
