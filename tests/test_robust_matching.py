@@ -210,3 +210,26 @@ def test_reach_floor_is_in_sampling_spacings_of_the_target():
     assert floored([math.inf, 1.0], grid, 0.0) == [math.inf, 1.0]
     with pytest.raises(ConfigError, match="reach_floor"):
         with_overrides(load_config("default"), ["spline.reach_floor=-1"])
+
+
+def test_the_robust_lung_example_is_the_lung_preset_with_the_documented_changes():
+    import dataclasses
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "examples" / "robust_lung.toml"
+    robust, lung = load_config(str(path)), load_config("lung")
+    changed = {
+        (table, key)
+        for table in ("pipeline", "affine", "flow", "spline")
+        for key, value in dataclasses.asdict(getattr(robust, table)).items()
+        if value != dataclasses.asdict(getattr(lung, table))[key]
+    }
+    assert changed == {
+        ("pipeline", "mass"),
+        ("affine", "reach"),
+        ("affine", "reach_floor"),
+        ("affine", "target_reach_ratio"),
+        ("spline", "reach"),
+        ("spline", "debias"),
+        ("spline", "holdout"),
+    }
