@@ -40,6 +40,11 @@ class AffineConfig:
             (``register.ot.robust_match``'s ``target_reach``); 1: symmetric. Above 1, unmatched
             target mass costs more than unmatched source mass, so the source cannot shrink onto
             part of the target while its own missing or extra parts still drop out.
+        reach_floor: every reach of the stage is at least this many sampling spacings of the
+            target points it matches (the median distance of a point to its nearest neighbour,
+            :func:`register.core.sampling.sampling_spacing`); 0: off. A reach below the spacing
+            drops every point whose partner sample is merely one spacing away, which is all of
+            them when the clouds were sampled independently; a global map needs no finer reach.
         iterations: at most this many match-then-fit rounds per level (a level stops once no
             point moves by more than ``move_tol`` times its blur).
         move_tol: a level's rounds stop once a round moves no point by more than this fraction
@@ -60,6 +65,7 @@ class AffineConfig:
     blurs: list[float] = field(default_factory=lambda: [0.1, 0.05, 0.02])
     reach: list[float] = field(default_factory=lambda: [math.inf])
     target_reach_ratio: float = 1.0
+    reach_floor: float = 0.0
     iterations: int = 10
     move_tol: float = 0.01
     multistart: bool = False
@@ -109,6 +115,7 @@ class SplineConfig:
         blurs: matching blur per level (length unit).
         reach: OT reach per level (length unit; ``inf`` = balanced). One value is broadcast.
         target_reach_ratio: the target marginal's reach over ``reach`` (as ``affine.``).
+        reach_floor: reaches of at least this many target sampling spacings (as ``affine.``).
         iterations: match-then-fit rounds per level.
         regularization: weight of the smoothness (RKHS norm) term, relative to the data
             term (dimensionless; larger is smoother).
@@ -139,6 +146,7 @@ class SplineConfig:
     blurs: list[float] = field(default_factory=lambda: [0.04, 0.02, 0.01])
     reach: list[float] = field(default_factory=lambda: [math.inf])
     target_reach_ratio: float = 1.0
+    reach_floor: float = 0.0
     iterations: int = 1
     regularization: float = 1e-3
     max_controls: int = 2000
@@ -336,6 +344,12 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
             raise ConfigError(
                 f"{origin}: {table}.target_reach_ratio = {ratio}: must be > 0 (1: symmetric; inf: "
                 "every target point matched)"
+            )
+    for table in ("affine", "spline"):
+        floor = getattr(cfg, table).reach_floor
+        if not (math.isfinite(floor) and floor >= 0):
+            raise ConfigError(
+                f"{origin}: {table}.reach_floor = {floor}: must be a finite number >= 0 (sampling spacings; 0: off)"
             )
     if not cfg.affine.move_tol > 0:
         raise ConfigError(

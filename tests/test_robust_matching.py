@@ -188,3 +188,48 @@ def test_debiased_displacements_of_a_translated_cloud_are_the_translation():
         _, d, _ = _displacements(lv, source, target, debias)
         errors[debias] = np.abs(d - shift).max()
     assert errors[True] < 0.003 < 0.01 < errors[False]
+
+
+def test_shared_samples_are_told_from_independent_samplings():
+    from register.stages.holdout import shares_samples
+
+    rng = np.random.default_rng(3)
+    cloud = rng.uniform(size=(4000, 3))
+    source, target = cloud[:2000], cloud[2000:]  # two independent samplings of one cube
+    assert not shares_samples(source, target)
+    assert shares_samples(target[::2] + 1e-3, target)  # keypoint pairs: a moved copy's points
+
+
+def test_reach_floor_is_in_sampling_spacings_of_the_target():
+    from register.core.sampling import sampling_spacing
+    from register.stages.common import floored
+
+    grid = np.stack(np.meshgrid(*[np.arange(10.0)] * 3), -1).reshape(-1, 3) * 2.0  # spacing 2
+    assert sampling_spacing(grid) == pytest.approx(2.0)
+    assert floored([30.0, 8.0, 1.0], grid, 2.0) == [30.0, 8.0, 4.0]
+    assert floored([math.inf, 1.0], grid, 0.0) == [math.inf, 1.0]
+    with pytest.raises(ConfigError, match="reach_floor"):
+        with_overrides(load_config("default"), ["spline.reach_floor=-1"])
+
+
+def test_the_robust_lung_example_is_the_lung_preset_with_the_documented_changes():
+    import dataclasses
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "examples" / "robust_lung.toml"
+    robust, lung = load_config(str(path)), load_config("lung")
+    changed = {
+        (table, key)
+        for table in ("pipeline", "affine", "flow", "spline")
+        for key, value in dataclasses.asdict(getattr(robust, table)).items()
+        if value != dataclasses.asdict(getattr(lung, table))[key]
+    }
+    assert changed == {
+        ("pipeline", "mass"),
+        ("affine", "reach"),
+        ("affine", "reach_floor"),
+        ("affine", "target_reach_ratio"),
+        ("spline", "reach"),
+        ("spline", "debias"),
+        ("spline", "holdout"),
+    }

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from register.core.sampling import sampling_spacing
 from register.ot import Matches, robust_match
 
 
@@ -68,6 +69,15 @@ class MatchSettings:
             warm=warm.warm if (warm is not None and self.warm_start) else None,
             target_reach=target_reach,
         )
+
+
+def floored(reaches: list[float], target: np.ndarray, spacings: float) -> list[float]:
+    """``reaches`` (data units) raised to ``spacings`` sampling spacings of ``target (M, D)``
+    (the stages' ``reach_floor``; 0 leaves them)."""
+    if not spacings:
+        return list(reaches)
+    floor = spacings * sampling_spacing(target)
+    return [max(r, floor) for r in reaches]
 
 
 def per_level(values: list[float], n_levels: int) -> list[float]:

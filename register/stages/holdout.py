@@ -15,6 +15,12 @@ passes when ``mean(Delta) + Z * se(Delta) < 0`` (``se``: the standard error of t
 the held-out points). A round that fails at its smoothness ``lambda`` is tried again smoother,
 ``lambda * k`` for ``k`` in ``LAMBDA_STEPS``; the first ``k`` that passes is the one the round
 uses on all its points, and a round that no ``k`` rescues is dropped (no field this round).
+
+The check is skipped while the two clouds *share samples* (:func:`shares_samples`: most
+source points lie much closer to a target point than target points lie to one another, as
+with keypoint pairs or a damaged copy of one cloud). Their matches are then exact partners,
+each worth fitting even where its neighbours do not predict it; the check is for clouds sampled
+independently, whose fine matches are sampling noise.
 """
 
 from __future__ import annotations
@@ -23,11 +29,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 # Significance of the improvement a round must show on the held-out matches (standard errors).
 Z = 2.0
 # Smoothness multipliers tried in turn on a round that does not pass at its own lambda.
 LAMBDA_STEPS = (1.0, 10.0, 100.0)
+# Clouds share samples when the median source-to-target nearest-neighbour distance is below this
+# fraction of the target's sampling spacing (independent samplings of one shape give ~1).
+SHARED_RATIO = 0.5
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,16 @@ class Verdict:
     factor: float | None
     gain: float
     se: float
+
+
+def shares_samples(z: np.ndarray, target: np.ndarray) -> bool:
+    """Whether ``z (N, D)`` lies on samples of ``target (M, D)`` (module docstring): median
+    distance of ``z`` to its nearest target point ``< SHARED_RATIO *`` the target's spacing."""
+    if len(target) < 2:
+        return False
+    tree = cKDTree(target)
+    spacing = float(np.median(tree.query(target, k=2)[0][:, 1]))
+    return float(np.median(tree.query(z)[0])) < SHARED_RATIO * spacing
 
 
 def folds(n: int, rng: np.random.Generator) -> np.ndarray:

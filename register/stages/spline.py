@@ -34,8 +34,8 @@ from register.core.sampling import subsample, subsample_indices
 from register.core.transforms import KernelField
 from register.kernels.dense import gaussian_kernel
 from register.kernels.truncated import truncated_gaussian, weighted_normal_equations
-from register.stages.common import MatchSettings, per_level, to_numpy
-from register.stages.holdout import check_round, folds
+from register.stages.common import MatchSettings, floored, per_level, to_numpy
+from register.stages.holdout import check_round, folds, shares_samples
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def spline_robot(
     for sigma, blur, reach, cap in zip(
         per_level(cfg.sigmas, n_levels),
         cfg.blurs,
-        per_level(cfg.reach, n_levels),
+        floored(per_level(cfg.reach, n_levels), ys, cfg.reach_floor),
         per_level(cfg.max_iter, n_levels),
         strict=True,
     ):
@@ -250,7 +250,7 @@ def spline_robot(
             )
             controls = z[ic] if grid is None else grid
             factor = 1.0
-            if cfg.holdout:
+            if cfg.holdout and not shares_samples(z, ys):
 
                 def fit(mask, k, source=source, d=d, w=w, controls=controls, sigma=sigma):
                     return fit_kernel_field(
