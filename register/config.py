@@ -136,10 +136,11 @@ class SplineConfig:
             target barycentre minus the source's own barycentre at the same blur: the gradient
             of the Sinkhorn divergence) instead of ``T_xy(z_i) - z_i``, so that the entropic
             blur does not pull the boundary of the source inwards.
-        holdout: each round is checked on held-out target points (:mod:`register.stages.holdout`):
-            a round whose field does not bring the source closer to target points it was not
-            matched to is refitted smoother, and dropped when no smoothing helps; a level ends
-            at its first dropped round.
+        holdout: each round passes a two-fold check of its matches (:mod:`register.stages.holdout`):
+            a field fitted to half of them must predict the other half better than no motion,
+            else the round is refitted smoother, and dropped when no smoothing helps; a dropped
+            round ends its level, two in a row end the stage. Skipped while the clouds share
+            samples (keypoint pairs, a damaged copy of one cloud).
     """
 
     sigmas: list[float] = field(default_factory=lambda: [0.2, 0.1, 0.05])

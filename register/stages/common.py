@@ -73,7 +73,7 @@ class MatchSettings:
 
 def floored(reaches: list[float], target: np.ndarray, spacings: float) -> list[float]:
     """``reaches`` (data units) raised to ``spacings`` sampling spacings of ``target (M, D)``
-    (the stages' ``reach_floor``; 0 leaves them)."""
+    (the stages' ``reach_floor``; 0 leaves them and reads nothing)."""
     if not spacings:
         return list(reaches)
     floor = spacings * sampling_spacing(target)

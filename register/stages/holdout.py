@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from register.core.sampling import sampling_spacing
+
 # Significance of the improvement a round must show on the held-out matches (standard errors).
 Z = 2.0
 # Smoothness multipliers tried in turn on a round that does not pass at its own lambda.
@@ -57,14 +59,25 @@ class Verdict:
     se: float
 
 
+class SharedSamples:
+    """Tells whether moving points lie on samples of one fixed ``target (M, D)`` (module
+    docstring); the target's k-d tree and spacing are built once, each call costs one query."""
+
+    def __init__(self, target: np.ndarray):
+        self.tree = cKDTree(target) if len(target) >= 2 else None
+        self.spacing = sampling_spacing(target)
+
+    def __call__(self, z: np.ndarray) -> bool:
+        """Median distance of ``z (N, D)`` to its nearest target point ``< SHARED_RATIO *``
+        the target's spacing."""
+        if self.tree is None:
+            return False
+        return float(np.median(self.tree.query(z)[0])) < SHARED_RATIO * self.spacing
+
+
 def shares_samples(z: np.ndarray, target: np.ndarray) -> bool:
-    """Whether ``z (N, D)`` lies on samples of ``target (M, D)`` (module docstring): median
-    distance of ``z`` to its nearest target point ``< SHARED_RATIO *`` the target's spacing."""
-    if len(target) < 2:
-        return False
-    tree = cKDTree(target)
-    spacing = float(np.median(tree.query(target, k=2)[0][:, 1]))
-    return float(np.median(tree.query(z)[0])) < SHARED_RATIO * spacing
+    """:class:`SharedSamples` of ``target`` asked once about ``z``."""
+    return SharedSamples(target)(z)
 
 
 def folds(n: int, rng: np.random.Generator) -> np.ndarray:

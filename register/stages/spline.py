@@ -35,7 +35,7 @@ from register.core.transforms import KernelField
 from register.kernels.dense import gaussian_kernel
 from register.kernels.truncated import truncated_gaussian, weighted_normal_equations
 from register.stages.common import MatchSettings, floored, per_level, to_numpy
-from register.stages.holdout import check_round, folds, shares_samples
+from register.stages.holdout import SharedSamples, check_round, folds
 
 log = logging.getLogger(__name__)
 
@@ -156,23 +156,22 @@ def grid_controls(z: np.ndarray, cell: float, max_controls: int) -> np.ndarray |
 
 @dataclass
 class _Level:
-    """One level's settings, data units: kernel width, blur, reaches (source / target marginal),
-    matching settings (the level's Sinkhorn cap), cluster side and the clustered target."""
+    """One level's matching, data units: blur, reaches (source / target marginal), matching
+    settings (the level's Sinkhorn cap) and the clustered target."""
 
-    sigma: float
     blur: float
     reach: float
     target_reach: float
     ms: MatchSettings
-    cell: float
     target: Clusters
 
 
-def _displacements(lv: _Level, source: Clusters, target: Clusters, debias: bool, warm=None):
-    """Matching of ``source`` onto ``target`` at the level's settings, and the data of (4):
+def _displacements(lv: _Level, source: Clusters, debias: bool, warm=None):
+    """Matching of ``source`` onto the level's target, and the data of (4):
     ``(matches, d (V, D), w (V,))``. With ``debias`` the displacement is ``T_xy - T_xx``: the
     target barycentre minus the source's own barycentre at the same blur (the self-transport
     ``OT_eps(a, a)``), which cancels the inward pull of the entropic blur at the boundary."""
+    target = lv.target
     matches = lv.ms.match(
         source.points, target.points, source.masses, target.masses, lv.blur, lv.reach, warm, lv.target_reach
     )
@@ -214,6 +213,7 @@ def spline_robot(
     fields, levels = [], []
     matches = None
     dropped = 0  # rounds dropped in a row by the held-out check
+    shared = SharedSamples(ys) if cfg.holdout else None  # skips the check on shared samples
     for sigma, blur, reach, cap in zip(
         per_level(cfg.sigmas, n_levels),
         cfg.blurs,
@@ -224,22 +224,14 @@ def spline_robot(
         # Matching on voxel clusters of side cluster * blur (``cluster`` 0: on the points); the
         # field is fitted to the clusters' displacements with their summed weights.
         cell = cfg.cluster * blur
-        lv = _Level(
-            sigma,
-            blur,
-            reach,
-            reach * cfg.target_reach_ratio,
-            ms.capped(cap),
-            cell,
-            cluster(ys, bs, cell),
-        )
+        lv = _Level(blur, reach, reach * cfg.target_reach_ratio, ms.capped(cap), cluster(ys, bs, cell))
         record = {"sigma": sigma, "blur": blur, "reach": reach, "max_iter": lv.ms.max_iter, "controls": 0}
         rounds = []
         for _ in range(cfg.iterations):
             source = cluster(z, az, cell)
             if cell > 0:
                 matches = None  # a warm start needs the same clouds: the clusters change
-            matches, d, w = _displacements(lv, source, lv.target, cfg.debias, matches)
+            matches, d, w = _displacements(lv, source, cfg.debias, matches)
             if not w.sum() > 0:
                 log.warning("spline level sigma=%.4g: no confident match; level skipped", sigma)
                 continue
@@ -250,13 +242,8 @@ def spline_robot(
             )
             controls = z[ic] if grid is None else grid
             factor = 1.0
-            if cfg.holdout and not shares_samples(z, ys):
-
-                def fit(mask, k, source=source, d=d, w=w, controls=controls, sigma=sigma):
-                    return fit_kernel_field(
-                        source.points[mask], d[mask], w[mask], controls, sigma, cfg.regularization * k
-                    ).displacement
-
+            if shared is not None and not shared(z):
+                fit = _subset_fitter(source.points, d, w, controls, sigma, cfg.regularization)
                 verdict = check_round(source.points, d, w, folds(len(d), rng), fit)
                 rounds.append({"factor": verdict.factor, "gain": verdict.gain, "se": verdict.se})
                 if verdict.factor is None:
@@ -281,3 +268,15 @@ def spline_robot(
     warm = matches if cfg.cluster == 0 else None
     final = lv.ms.match(z, ys, az, bs, lv.blur, lv.reach, warm, lv.target_reach)  # the last level's settings
     return SplineResult(fields, to_numpy(final.confidence), ix, final.cost, levels, time.perf_counter() - t0)
+
+
+def _subset_fitter(z, d, w, controls, sigma, regularization):
+    """The held-out check's ``(mask, factor) -> v``: (4) solved on the points of ``mask`` with
+    smoothness ``factor * regularization``, returned as the displacement map of the field."""
+
+    def fit(mask: np.ndarray, factor: float):
+        return fit_kernel_field(
+            z[mask], d[mask], w[mask], controls, sigma, regularization * factor
+        ).displacement
+
+    return fit
