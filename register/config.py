@@ -36,6 +36,15 @@ class AffineConfig:
         mode: ``rigid`` (rotation + translation), ``similarity`` (+ isotropic scale) or ``affine``.
         blurs: matching blur per level, coarse to fine (length unit).
         reach: OT reach per level (length unit; ``inf`` = balanced). One value is broadcast.
+        target_reach_ratio: the target marginal's reach is ``target_reach_ratio * reach``
+            (``register.ot.robust_match``'s ``target_reach``); 1: symmetric. Above 1, unmatched
+            target mass costs more than unmatched source mass, so the source cannot shrink onto
+            part of the target while its own missing or extra parts still drop out.
+        reach_floor: every reach of the stage is at least this many sampling spacings of the
+            target points it matches (the median distance of a point to its nearest neighbour,
+            :func:`register.core.sampling.sampling_spacing`); 0: off. A reach below the spacing
+            drops every point whose partner sample is merely one spacing away, which is all of
+            them when the clouds were sampled independently; a global map needs no finer reach.
         iterations: at most this many match-then-fit rounds per level (a level stops once no
             point moves by more than ``move_tol`` times its blur).
         move_tol: a level's rounds stop once a round moves no point by more than this fraction
@@ -55,6 +64,8 @@ class AffineConfig:
     mode: str = "affine"
     blurs: list[float] = field(default_factory=lambda: [0.1, 0.05, 0.02])
     reach: list[float] = field(default_factory=lambda: [math.inf])
+    target_reach_ratio: float = 1.0
+    reach_floor: float = 0.0
     iterations: int = 10
     move_tol: float = 0.01
     multistart: bool = False
@@ -103,6 +114,8 @@ class SplineConfig:
         sigmas: Gaussian kernel width of the fitted field per level, coarse to fine (length unit).
         blurs: matching blur per level (length unit).
         reach: OT reach per level (length unit; ``inf`` = balanced). One value is broadcast.
+        target_reach_ratio: the target marginal's reach over ``reach`` (as ``affine.``).
+        reach_floor: reaches of at least this many target sampling spacings (as ``affine.``).
         iterations: match-then-fit rounds per level.
         regularization: weight of the smoothness (RKHS norm) term, relative to the data
             term (dimensionless; larger is smoother).
@@ -119,11 +132,22 @@ class SplineConfig:
             centroids, summed masses; :mod:`register.core.clusters`) instead of the points;
             0: on the points. Detail finer than the blur is not resolved by the matching, so
             merging it costs little accuracy and saves most of the work at coarse blurs.
+        debias: fit the field to the debiased displacements ``T_xy(z_i) - T_xx(z_i)`` (the
+            target barycentre minus the source's own barycentre at the same blur: the gradient
+            of the Sinkhorn divergence) instead of ``T_xy(z_i) - z_i``, so that the entropic
+            blur does not pull the boundary of the source inwards.
+        holdout: each round passes a two-fold check of its matches (:mod:`register.stages.holdout`):
+            a field fitted to half of them must predict the other half better than no motion,
+            else the round is refitted smoother, and dropped when no smoothing helps; a dropped
+            round ends its level, two in a row end the stage. Skipped while the clouds share
+            samples (keypoint pairs, a damaged copy of one cloud).
     """
 
     sigmas: list[float] = field(default_factory=lambda: [0.2, 0.1, 0.05])
     blurs: list[float] = field(default_factory=lambda: [0.04, 0.02, 0.01])
     reach: list[float] = field(default_factory=lambda: [math.inf])
+    target_reach_ratio: float = 1.0
+    reach_floor: float = 0.0
     iterations: int = 1
     regularization: float = 1e-3
     max_controls: int = 2000
@@ -131,6 +155,8 @@ class SplineConfig:
     max_points: int = 6000
     max_iter: list[int] = field(default_factory=lambda: [0])
     cluster: float = 0.0
+    debias: bool = False
+    holdout: bool = False
 
 
 @dataclass(frozen=True)
@@ -312,6 +338,19 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
         if not getattr(cfg, table).cluster >= 0:
             raise ConfigError(
                 f"{origin}: {table}.cluster = {getattr(cfg, table).cluster}: must be >= 0 (0: match the points)"
+            )
+    for table in ("affine", "spline"):
+        ratio = getattr(cfg, table).target_reach_ratio
+        if not ratio > 0:
+            raise ConfigError(
+                f"{origin}: {table}.target_reach_ratio = {ratio}: must be > 0 (1: symmetric; inf: "
+                "every target point matched)"
+            )
+    for table in ("affine", "spline"):
+        floor = getattr(cfg, table).reach_floor
+        if not (math.isfinite(floor) and floor >= 0):
+            raise ConfigError(
+                f"{origin}: {table}.reach_floor = {floor}: must be a finite number >= 0 (sampling spacings; 0: off)"
             )
     if not cfg.affine.move_tol > 0:
         raise ConfigError(

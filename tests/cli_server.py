@@ -101,10 +101,10 @@ def _child(req: dict) -> int:
 def serve() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # What every command line imports anyway: done once here, shared by the children.
+    import tempfile
+
     import numpy
     import torch  # noqa: F401
-
-    import tempfile
 
     import register.cli  # noqa: F401
     import register.pipeline  # noqa: F401

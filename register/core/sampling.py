@@ -25,3 +25,15 @@ def subsample(
     """
     idx = subsample_indices(len(points), k, rng)
     return points[idx], masses[idx] * (len(points) / len(idx)), idx
+
+
+def sampling_spacing(points: np.ndarray) -> float:
+    """Median distance from a point of ``points (N, D)`` to its nearest other point, in the
+    points' units (0 for fewer than two points): the cloud's sampling spacing, the scale below
+    which two independently sampled clouds of one shape have no matching detail."""
+    if len(points) < 2:
+        return 0.0
+    from scipy.spatial import cKDTree
+
+    distances, _ = cKDTree(points).query(points, k=2)
+    return float(np.median(distances[:, 1]))

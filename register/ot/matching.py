@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from register.errors import InputError
 from register.kernels.dense import barycentre_dense
 from register.kernels.keops import barycentre_keops
 from register.ot.geomloss_solver import sinkhorn_geomloss
@@ -109,6 +110,7 @@ def robust_match(
     backend: str = "dense",
     mass: str = "total",
     warm: WarmStart | None = None,
+    target_reach: float | None = None,
 ) -> Matches:
     """Match ``x`` onto ``y`` by unbalanced OT.
 
@@ -121,6 +123,11 @@ def robust_match(
             (outliers) add mass instead of diluting the inliers.
         blur: finest detail resolved by the matching, L.
         reach: largest displacement treated as a match, L (``inf``: balanced).
+        target_reach: reach of the target marginal, L (None: ``reach``). Larger than
+            ``reach``, target points must be matched more than source points: a target that
+            holds parts the source lacks (extra field of view, outliers) still lets source
+            points drop out at ``reach``, while the source cannot all collapse onto the
+            nearest part of the target.
         scaling, tol, max_iter: see :func:`register.ot.unbalanced.sinkhorn`.
         backend: ``dense`` or ``keops`` (:func:`register.ot.unbalanced.sinkhorn`),
             ``sparse`` (:func:`register.ot.multiscale.sinkhorn_multiscale`, for problems of more
@@ -136,12 +143,19 @@ def robust_match(
         :class:`Matches` in data units.
     """
     with _threads_for(len(x) * len(y), x.device):
-        return _robust_match(x, y, a, b, blur, reach, scaling, tol, max_iter, backend, mass, warm)
+        return _robust_match(
+            x, y, a, b, blur, reach, scaling, tol, max_iter, backend, mass, warm, target_reach
+        )
 
 
-def _robust_match(x, y, a, b, blur, reach, scaling, tol, max_iter, backend, mass, warm) -> Matches:
+def _robust_match(
+    x, y, a, b, blur, reach, scaling, tol, max_iter, backend, mass, warm, target_reach
+) -> Matches:
     """:func:`robust_match` (same arguments, positional)."""
     a, b = normalise_masses(x, y, a, b, mass)
+    target_reach = reach if target_reach is None else target_reach
+    if backend == "geomloss" and target_reach != reach:
+        raise InputError("the geomloss backend solves symmetric problems only: target_reach must equal reach")
     # Normalise: centre on the joint bounding box, divide by its diagonal.
     both = torch.cat([x, y])
     lo, hi = both.min(0).values, both.max(0).values
@@ -151,6 +165,8 @@ def _robust_match(x, y, a, b, blur, reach, scaling, tol, max_iter, backend, mass
     blur_n, reach_n = blur / scale, reach / scale
 
     settings = {"blur": blur_n, "reach": reach_n, "diameter": 1.0, "scaling": scaling, "tol": tol}
+    if target_reach != reach:
+        settings["target_reach"] = target_reach / scale
     s2 = scale**2  # potentials are squared lengths
     if backend == "sparse" and len(x) * len(y) <= SPARSE_MIN_ENTRIES:
         backend = "dense"

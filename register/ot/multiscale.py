@@ -129,6 +129,7 @@ def sinkhorn_multiscale(
     coarse_clusters: int = 2000,
     truncate: float = TRUNCATE,
     warm: WarmStart | None = None,
+    target_reach: float | None = None,
 ) -> tuple[SinkhornResult, ListReducer, WarmStart]:
     """Unbalanced Sinkhorn on the hierarchy (module docstring); same contract as ``sinkhorn``.
 
@@ -137,14 +138,20 @@ def sinkhorn_multiscale(
         truncate: skipped terms of a row sum to less than ``exp(-truncate)`` of it.
         warm: potentials of a nearby problem (same clouds, source moved a little): the schedule
             starts at ``warm.blur`` on its level instead of ``diameter``.
+        target_reach: the target marginal's reach (None: ``reach``), as in ``sinkhorn``.
 
     Returns:
         The potentials on the points, the points' reducer (for the barycentres of the
         matching), and the warm start of a next problem.
     """
 
-    def damping(eps: float) -> float:
+    target_reach = reach if target_reach is None else target_reach
+
+    def damping_x(eps: float) -> float:
         return damping_factor(eps, reach)
+
+    def damping_y(eps: float) -> float:
+        return damping_factor(eps, target_reach)
 
     start = diameter if warm is None else max(warm.blur, blur)
     schedule = epsilon_schedule(start, blur, scaling)
@@ -167,12 +174,12 @@ def sinkhorn_multiscale(
         return fine_enough[0] if fine_enough else points_level
 
     def update_f(level: int, eps: float, g: torch.Tensor) -> torch.Tensor:
-        """(1) on ``level``: ``f = damping * softmin(C, log b + g / eps)``."""
-        return damping(eps) * reducer(level).softmin(eps, ys[level].log_mass + g / eps, rows_are_x=True)
+        """(1) on ``level``: ``f = damping_x * softmin(C, log b + g / eps)``."""
+        return damping_x(eps) * reducer(level).softmin(eps, ys[level].log_mass + g / eps, rows_are_x=True)
 
     def update_g(level: int, eps: float, f: torch.Tensor) -> torch.Tensor:
-        """(2) on ``level``: ``g = damping * softmin(C^T, log a + f / eps)``."""
-        return damping(eps) * reducer(level).softmin(eps, xs[level].log_mass + f / eps, rows_are_x=False)
+        """(2) on ``level``: ``g = damping_y * softmin(C^T, log a + f / eps)``."""
+        return damping_y(eps) * reducer(level).softmin(eps, xs[level].log_mass + f / eps, rows_are_x=False)
 
     eps = schedule[0]
     cur = 0 if warm is None else level_of(eps)
@@ -205,8 +212,8 @@ def sinkhorn_multiscale(
     lists = ListReducer(reducer(points_level), xs[-1].points, ys[-1].points)
     for k in range(max_iter):
         red = reducer(points_level) if k == 0 else lists
-        f_new = damping(eps) * red.softmin(eps, ys[-1].log_mass + g / eps, rows_are_x=True)
-        g_new = damping(eps) * red.softmin(eps, xs[-1].log_mass + f_new / eps, rows_are_x=False)
+        f_new = damping_x(eps) * red.softmin(eps, ys[-1].log_mass + g / eps, rows_are_x=True)
+        g_new = damping_y(eps) * red.softmin(eps, xs[-1].log_mass + f_new / eps, rows_are_x=False)
         change = max((f_new - f).abs().max().item(), (g_new - g).abs().max().item())
         f, g = f_new, g_new
         iterations += 1

@@ -3,16 +3,19 @@
 Problem (entropic unbalanced OT, cost ``C_ij = |x_i - y_j|^2 / 2``):
 
     OT_eps(a, b) = min_{pi >= 0}  <pi, C> + eps KL(pi | a x b)
-                                  + rho KL(pi 1 | a) + rho KL(pi^T 1 | b)
+                                  + rho_x KL(pi 1 | a) + rho_y KL(pi^T 1 | b)
 
-with ``eps = blur^2`` and ``rho = reach^2`` (``reach = inf``: balanced). Its dual
-potentials ``f (N,)``, ``g (M,)`` satisfy the fixed point
+with ``eps = blur^2``, ``rho_x = reach^2`` and ``rho_y = target_reach^2`` (``inf``: that
+marginal is a hard constraint; both ``inf``: balanced). ``reach`` bounds how far a *source*
+point may be sent before dropping its mass is cheaper; ``target_reach`` the same for a target
+point left unmatched (missing or extra target parts). Its dual potentials ``f (N,)``, ``g (M,)``
+satisfy the fixed point
 
-    f_i = damping * softmin_eps( C_i:, log b + g / eps )          (1)
-    g_j = damping * softmin_eps( C_:j, log a + f / eps )          (2)
+    f_i = damping_x * softmin_eps( C_i:, log b + g / eps )        (1)
+    g_j = damping_y * softmin_eps( C_:j, log a + f / eps )        (2)
 
 where ``softmin_eps(C, h) = -eps log sum exp(h - C / eps)`` and
-``damping = 1 / (1 + eps / rho)``. The optimal plan is
+``damping_x = 1 / (1 + eps / rho_x)`` (``damping_y`` with ``rho_y``). The optimal plan is
 
     pi_ij = a_i b_j exp((f_i + g_j - C_ij) / eps).                (3)
 
@@ -83,6 +86,7 @@ def sinkhorn(
     backend: str = "dense",
     init_g: torch.Tensor | None = None,
     start_blur: float | None = None,
+    target_reach: float | None = None,
 ) -> SinkhornResult:
     """Solve the unbalanced entropic OT problem between two weighted clouds.
 
@@ -92,6 +96,8 @@ def sinkhorn(
         a: ``(N,)`` source masses (positive); b: ``(M,)`` target masses.
         blur: finest detail, in L; ``eps = blur^2``.
         reach: largest displacement treated as a match, in L; ``inf`` is balanced OT.
+        target_reach: the target marginal's reach (``rho_y = target_reach^2``), in L; None:
+            ``reach`` (the symmetric problem).
         diameter: largest distance in the problem, in L (start of the eps schedule).
         scaling: ratio between successive blurs of the schedule, in (0, 1).
         tol: stop when potentials change by less than ``tol * eps`` (sup norm).
@@ -108,33 +114,38 @@ def sinkhorn(
     softmin = SOFTMIN[backend]
     log_a, log_b = a.log(), b.log()
 
-    def damping(eps: float) -> float:
+    target_reach = reach if target_reach is None else target_reach
+
+    def damping_x(eps: float) -> float:
         return damping_factor(eps, reach)
+
+    def damping_y(eps: float) -> float:
+        return damping_factor(eps, target_reach)
 
     if init_g is None:
         schedule = epsilon_schedule(diameter, blur, scaling)
         eps = schedule[0]
         # Initialisation at the largest temperature: potentials of the trivial plan.
-        f = damping(eps) * softmin(eps, x, y, log_b)
-        g = damping(eps) * softmin(eps, y, x, log_a)
+        f = damping_x(eps) * softmin(eps, x, y, log_b)
+        g = damping_y(eps) * softmin(eps, y, x, log_a)
     else:
         schedule = epsilon_schedule(max(start_blur or blur, blur), blur, scaling)
         eps = schedule[0]
         g = init_g
-        f = damping(eps) * softmin(eps, x, y, log_b + g / eps)
+        f = damping_x(eps) * softmin(eps, x, y, log_b + g / eps)
     iterations = 0
     # Annealing: symmetric (averaged) updates of (1)-(2), one per temperature.
     for eps in schedule:
-        ft = damping(eps) * softmin(eps, x, y, log_b + g / eps)
-        gt = damping(eps) * softmin(eps, y, x, log_a + f / eps)
+        ft = damping_x(eps) * softmin(eps, x, y, log_b + g / eps)
+        gt = damping_y(eps) * softmin(eps, y, x, log_a + f / eps)
         f, g = (f + ft) / 2, (g + gt) / 2
         iterations += 1
     # Final temperature: alternate (1)-(2) until the fixed point is reached.
     eps = schedule[-1]
     converged = False
     for _ in range(max_iter):
-        f_new = damping(eps) * softmin(eps, x, y, log_b + g / eps)
-        g_new = damping(eps) * softmin(eps, y, x, log_a + f_new / eps)
+        f_new = damping_x(eps) * softmin(eps, x, y, log_b + g / eps)
+        g_new = damping_y(eps) * softmin(eps, y, x, log_a + f_new / eps)
         change = max((f_new - f).abs().max().item(), (g_new - g).abs().max().item())
         f, g = f_new, g_new
         iterations += 1

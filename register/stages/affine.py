@@ -23,7 +23,7 @@ from register.core.clusters import cluster
 from register.core.fitting import fit_affine, grid_rotations, principal_axes_rotations
 from register.core.sampling import subsample
 from register.core.transforms import Affine
-from register.stages.common import MatchSettings, per_level, to_numpy
+from register.stages.common import MatchSettings, floored, per_level, to_numpy
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,9 @@ def _run_level(x, y, a, b, transform: Affine, blur, reach, cfg: AffineConfig, ms
     matches = warm
     moved = transform.apply(x)
     for _ in range(cfg.iterations):
-        matches = ms.match(moved, y, a, b, blur, reach, warm=matches)
+        matches = ms.match(
+            moved, y, a, b, blur, reach, warm=matches, target_reach=reach * cfg.target_reach_ratio
+        )
         weights = a * to_numpy(matches.confidence)
         transform = fit_affine(x, to_numpy(matches.targets), weights, cfg.mode)
         previous, moved = moved, transform.apply(x)
@@ -90,12 +92,20 @@ def _choose_start(x, y, a, b, cfg: AffineConfig, ms: MatchSettings, rng) -> tupl
     xs, as_, _ = subsample(x, a, MULTISTART_POINTS, rng)
     ys, bs, _ = subsample(y, b, MULTISTART_POINTS, rng)
     candidates = grid_rotations(xs.shape[1]) + principal_axes_rotations(xs, ys, as_, bs)
-    reaches = per_level(cfg.reach, len(cfg.blurs))
+    reaches = floored(per_level(cfg.reach, len(cfg.blurs)), ys, cfg.reach_floor)
     coarse = []
     for k, rotation in enumerate(candidates):
         start = _centroid_start(rotation, xs, ys, as_, bs)
         fitted, _ = _run_level(xs, ys, as_, bs, start, cfg.blurs[0], reaches[0], cfg, ms)
-        score = ms.match(fitted.apply(xs), ys, as_, bs, cfg.blurs[0], reaches[0]).cost
+        score = ms.match(
+            fitted.apply(xs),
+            ys,
+            as_,
+            bs,
+            cfg.blurs[0],
+            reaches[0],
+            target_reach=reaches[0] * cfg.target_reach_ratio,
+        ).cost
         log.debug("multistart candidate %d: coarse cost %.4g", k, score)
         coarse.append((score, k, fitted))
     best = (np.inf, None, -1)
@@ -149,7 +159,9 @@ def affine_robot(
     levels = []
     cost = float("nan")
     matches = None
-    for blur, reach in zip(cfg.blurs, per_level(cfg.reach, len(cfg.blurs)), strict=True):
+    for blur, reach in zip(
+        cfg.blurs, floored(per_level(cfg.reach, len(cfg.blurs)), y, cfg.reach_floor), strict=True
+    ):
         transform, matches = _run_level(x, y, a, b, transform, blur, reach, cfg, ms, matches)
         cost = matches.cost
         levels.append({"blur": blur, "reach": reach, "cost": cost, "sinkhorn_iterations": matches.iterations})

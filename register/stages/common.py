@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from register.core.sampling import sampling_spacing
 from register.ot import Matches, robust_match
 
 
@@ -48,9 +49,11 @@ class MatchSettings:
         blur: float,
         reach: float,
         warm: Matches | None = None,
+        target_reach: float | None = None,
     ) -> Matches:
         """:func:`register.ot.robust_match` on numpy inputs (data units); ``warm``: an earlier
-        matching of the same clouds to start from (ignored unless ``warm_start``)."""
+        matching of the same clouds to start from (ignored unless ``warm_start``);
+        ``target_reach``: the target marginal's reach (None: ``reach``)."""
         return robust_match(
             self.tensor(x),
             self.tensor(y),
@@ -64,7 +67,17 @@ class MatchSettings:
             backend=self.backend,
             mass=self.mass,
             warm=warm.warm if (warm is not None and self.warm_start) else None,
+            target_reach=target_reach,
         )
+
+
+def floored(reaches: list[float], target: np.ndarray, spacings: float) -> list[float]:
+    """``reaches`` (data units) raised to ``spacings`` sampling spacings of ``target (M, D)``
+    (the stages' ``reach_floor``; 0 leaves them and reads nothing)."""
+    if not spacings:
+        return list(reaches)
+    floor = spacings * sampling_spacing(target)
+    return [max(r, floor) for r in reaches]
 
 
 def per_level(values: list[float], n_levels: int) -> list[float]:

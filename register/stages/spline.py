@@ -29,12 +29,13 @@ import numpy as np
 import torch
 
 from register.config import SplineConfig
-from register.core.clusters import cluster, voxel_labels, voxel_means
+from register.core.clusters import Clusters, cluster, voxel_labels, voxel_means
 from register.core.sampling import subsample, subsample_indices
 from register.core.transforms import KernelField
 from register.kernels.dense import gaussian_kernel
 from register.kernels.truncated import truncated_gaussian, weighted_normal_equations
-from register.stages.common import MatchSettings, per_level, to_numpy
+from register.stages.common import MatchSettings, floored, per_level, to_numpy
+from register.stages.holdout import SharedSamples, check_round, folds
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ DATA_CELL = 0.25
 # ... when that leaves at most this fraction of the points (cost O(N C^2): 10k vessel points,
 # sigma 10 mm, 2000 controls: 5096 voxels, 1.2 s -> 0.77 s per fit).
 MIN_AGGREGATION = 0.75
+# With ``holdout``, the stage stops after this many rounds in a row dropped by the held-out
+# check (a dropped round ends its level; two in a row: the finer levels no longer help).
+HOLDOUT_PATIENCE = 2
 
 
 @dataclass
@@ -150,6 +154,34 @@ def grid_controls(z: np.ndarray, cell: float, max_controls: int) -> np.ndarray |
     return voxel_means(labels, n, np.ones(len(z)), z)
 
 
+@dataclass
+class _Level:
+    """One level's matching, data units: blur, reaches (source / target marginal), matching
+    settings (the level's Sinkhorn cap) and the clustered target."""
+
+    blur: float
+    reach: float
+    target_reach: float
+    ms: MatchSettings
+    target: Clusters
+
+
+def _displacements(lv: _Level, source: Clusters, debias: bool, warm=None):
+    """Matching of ``source`` onto the level's target, and the data of (4):
+    ``(matches, d (V, D), w (V,))``. With ``debias`` the displacement is ``T_xy - T_xx``: the
+    target barycentre minus the source's own barycentre at the same blur (the self-transport
+    ``OT_eps(a, a)``), which cancels the inward pull of the entropic blur at the boundary."""
+    target = lv.target
+    matches = lv.ms.match(
+        source.points, target.points, source.masses, target.masses, lv.blur, lv.reach, warm, lv.target_reach
+    )
+    d = to_numpy(matches.targets) - source.points
+    if debias:
+        own = lv.ms.match(source.points, source.points, source.masses, source.masses, lv.blur, lv.reach)
+        d -= to_numpy(own.targets) - source.points
+    return matches, d, source.masses * to_numpy(matches.confidence)
+
+
 def spline_robot(
     x: np.ndarray,
     y: np.ndarray,
@@ -168,7 +200,7 @@ def spline_robot(
         cfg: stage settings, lengths in data units; ms: matching settings (a level's
             ``cfg.max_iter``, when set, replaces their ``max_iter`` in that level's matchings;
             the last level's in the final confidence matching).
-        rng: seeded generator for subsamples.
+        rng: seeded generator for subsamples (and the held-out folds of ``cfg.holdout``).
 
     Returns:
         :class:`SplineResult`.
@@ -180,25 +212,26 @@ def spline_robot(
     n_levels = len(cfg.blurs)
     fields, levels = [], []
     matches = None
-    caps = per_level(cfg.max_iter, n_levels)
+    dropped = 0  # rounds dropped in a row by the held-out check
+    shared = SharedSamples(ys) if cfg.holdout else None  # skips the check on shared samples
     for sigma, blur, reach, cap in zip(
-        per_level(cfg.sigmas, n_levels), cfg.blurs, per_level(cfg.reach, n_levels), caps, strict=True
+        per_level(cfg.sigmas, n_levels),
+        cfg.blurs,
+        floored(per_level(cfg.reach, n_levels), ys, cfg.reach_floor),
+        per_level(cfg.max_iter, n_levels),
+        strict=True,
     ):
-        level_ms = ms.capped(cap)
-        n_controls = 0  # controls of the level's last fit (0 when every round was skipped)
         # Matching on voxel clusters of side cluster * blur (``cluster`` 0: on the points); the
         # field is fitted to the clusters' displacements with their summed weights.
         cell = cfg.cluster * blur
-        target = cluster(ys, bs, cell)
+        lv = _Level(blur, reach, reach * cfg.target_reach_ratio, ms.capped(cap), cluster(ys, bs, cell))
+        record = {"sigma": sigma, "blur": blur, "reach": reach, "max_iter": lv.ms.max_iter, "controls": 0}
+        rounds = []
         for _ in range(cfg.iterations):
             source = cluster(z, az, cell)
             if cell > 0:
                 matches = None  # a warm start needs the same clouds: the clusters change
-            matches = level_ms.match(
-                source.points, target.points, source.masses, target.masses, blur, reach, warm=matches
-            )
-            d = to_numpy(matches.targets) - source.points
-            w = source.masses * to_numpy(matches.confidence)
+            matches, d, w = _displacements(lv, source, cfg.debias, matches)
             if not w.sum() > 0:
                 log.warning("spline level sigma=%.4g: no confident match; level skipped", sigma)
                 continue
@@ -208,23 +241,42 @@ def spline_robot(
                 else None
             )
             controls = z[ic] if grid is None else grid
-            fld = fit_kernel_field(source.points, d, w, controls, sigma, cfg.regularization)
-            n_controls = len(controls)
+            factor = 1.0
+            if shared is not None and not shared(z):
+                fit = _subset_fitter(source.points, d, w, controls, sigma, cfg.regularization)
+                verdict = check_round(source.points, d, w, folds(len(d), rng), fit)
+                rounds.append({"factor": verdict.factor, "gain": verdict.gain, "se": verdict.se})
+                if verdict.factor is None:
+                    dropped += 1
+                    log.info("spline level sigma=%.4g: round dropped by the held-out check", sigma)
+                    break
+                factor = verdict.factor
+            dropped = 0
+            fld = fit_kernel_field(source.points, d, w, controls, sigma, cfg.regularization * factor)
+            record["controls"] = len(controls)
             z = fld.apply(z)
             fields.append(fld)
-        levels.append(
-            {
-                "sigma": sigma,
-                "blur": blur,
-                "reach": reach,
-                "cost": matches.cost,
-                "sinkhorn_iterations": matches.iterations,
-                "max_iter": level_ms.max_iter,
-                "controls": n_controls,
-            }
-        )
+        record.update(cost=matches.cost, sinkhorn_iterations=matches.iterations)
+        if cfg.holdout:
+            record["holdout"] = rounds
+        levels.append(record)
         log.info("spline level sigma=%.4g blur=%.4g cost=%.4g", sigma, blur, matches.cost)
+        if dropped >= HOLDOUT_PATIENCE:
+            log.info("spline stage stopped: %d rounds in a row dropped by the held-out check", dropped)
+            break
     # Confidence of the final state, for the outputs (on the points: one per matched point).
     warm = matches if cfg.cluster == 0 else None
-    final = level_ms.match(z, ys, az, bs, blur, reach, warm=warm)  # the last level's settings
+    final = lv.ms.match(z, ys, az, bs, lv.blur, lv.reach, warm, lv.target_reach)  # the last level's settings
     return SplineResult(fields, to_numpy(final.confidence), ix, final.cost, levels, time.perf_counter() - t0)
+
+
+def _subset_fitter(z, d, w, controls, sigma, regularization):
+    """The held-out check's ``(mask, factor) -> v``: (4) solved on the points of ``mask`` with
+    smoothness ``factor * regularization``, returned as the displacement map of the field."""
+
+    def fit(mask: np.ndarray, factor: float):
+        return fit_kernel_field(
+            z[mask], d[mask], w[mask], controls, sigma, regularization * factor
+        ).displacement
+
+    return fit

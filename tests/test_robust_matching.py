@@ -1,0 +1,235 @@
+"""Robustness options of the OT stages: asymmetric reach, debiased displacements, the held-out
+check of spline rounds, and their effect on damaged pairs (a cropped and a thinned target)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from register.config import ConfigError, load_config, with_overrides
+from register.errors import InputError
+from register.ot import robust_match
+from register.ot.unbalanced import sinkhorn
+from register.pipeline import register
+from register.stages.holdout import check_round, folds
+from register.stages.spline import fit_kernel_field
+
+
+def _plan(x, y, a, b, res):
+    """The plan (3) of :mod:`register.ot.unbalanced` from its potentials."""
+    cost = ((x[:, None] - y[None]) ** 2).sum(-1) / 2
+    return a[:, None] * b[None] * torch.exp((res.f[:, None] + res.g[None] - cost) / res.eps)
+
+
+def _blob(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, generator=g) - 0.5
+
+
+def test_target_reach_equal_to_reach_is_the_symmetric_problem():
+    x, y = _blob(200, 0), _blob(180, 1) + 0.05
+    a, b = torch.full((200,), 1 / 200), torch.full((180,), 1 / 180)
+    kw = {"blur": 0.05, "reach": 0.2, "diameter": 1.0, "max_iter": 300}
+    sym, asym = sinkhorn(x, y, a, b, **kw), sinkhorn(x, y, a, b, target_reach=0.2, **kw)
+    torch.testing.assert_close(sym.f, asym.f)
+    torch.testing.assert_close(sym.g, asym.g)
+
+
+def test_infinite_target_reach_keeps_the_target_marginal_and_drops_source_outliers():
+    """rho_y = inf: every target point receives its mass (column sums = b), while source
+    points with no target near them (outliers) still drop out (row sums ~ 0)."""
+    inliers = _blob(300, 2) * 0.4
+    outliers = _blob(60, 3) * 0.2 + torch.tensor([1.5, 0.0, 0.0])
+    x, y = torch.cat([inliers, outliers]), inliers + 0.01
+    a, b = torch.full((360,), 1 / 300), torch.full((300,), 1 / 300)
+    res = sinkhorn(x, y, a, b, blur=0.02, reach=0.1, target_reach=math.inf, diameter=2.0, max_iter=500)
+    plan = _plan(x, y, a, b, res)
+    assert (plan.sum(0) / b - 1).abs().max() < 0.02
+    assert (plan.sum(1)[300:] / a[300:]).max() < 1e-3
+    # The symmetric problem with the same reach lets target mass go unmatched too.
+    sym = sinkhorn(x, y, a, b, blur=0.02, reach=0.1, diameter=2.0, max_iter=500)
+    assert (_plan(x, y, a, b, sym).sum(0) / b).mean() < (plan.sum(0) / b).mean() - 0.05
+
+
+@pytest.mark.parametrize("target_reach", [0.3, math.inf])
+def test_sparse_backend_agrees_with_dense_for_an_asymmetric_reach(target_reach, monkeypatch):
+    monkeypatch.setattr("register.ot.matching.SPARSE_MIN_ENTRIES", 0)
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(1200, generator=g) * 6
+    x = torch.stack([torch.cos(t), torch.sin(t), t / 6], 1) * 0.3
+    y = x[torch.randperm(1200, generator=g)][:900] * 1.05 + 0.02
+    kw = {"blur": 0.01, "reach": 0.05, "target_reach": target_reach, "max_iter": 300, "mass": "point"}
+    dense = robust_match(x, y, **kw)
+    sparse = robust_match(x, y, backend="sparse", **kw)
+    assert (dense.targets - sparse.targets).norm(dim=1).max() < 2e-3
+    assert (dense.confidence - sparse.confidence).abs().max() < 1e-2
+
+
+def test_geomloss_backend_refuses_an_asymmetric_reach():
+    x, y = _blob(50, 4), _blob(50, 5)
+    with pytest.raises(InputError, match="target_reach"):
+        robust_match(x, y, blur=0.05, reach=0.2, target_reach=0.6, backend="geomloss")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_target_reach_ratio_must_be_positive(value):
+    with pytest.raises(ConfigError, match="target_reach_ratio"):
+        with_overrides(load_config("default"), [f"affine.target_reach_ratio={value}"])
+
+
+# ------------------------------------------------------------------------------- held-out check
+
+
+def _field_data(noise: float, seed: int = 0, n: int = 2000):
+    """Points in the unit cube, displacements of one smooth field plus white noise."""
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(-0.5, 0.5, (n, 3))
+    smooth = 0.05 * np.stack([np.sin(3 * z[:, 1]), np.cos(3 * z[:, 0]), z[:, 2] ** 2], 1)
+    return z, smooth + noise * rng.normal(size=(n, 3)), np.ones(n)
+
+
+def _fitter(z, d, w, sigma=0.2):
+    controls = z[:: max(1, len(z) // 300)]
+    return lambda mask, k: fit_kernel_field(z[mask], d[mask], w[mask], controls, sigma, 1e-3 * k).displacement
+
+
+def test_held_out_check_passes_a_coherent_field_and_drops_pure_noise():
+    z, d, w = _field_data(noise=0.002)
+    verdict = check_round(z, d, w, folds(len(z), np.random.default_rng(0)), _fitter(z, d, w))
+    assert verdict.factor == 1.0 and verdict.gain > 0
+    rng = np.random.default_rng(1)
+    noise = 0.02 * rng.normal(size=z.shape)  # matches that are sampling noise only
+    verdict = check_round(z, noise, w, folds(len(z), rng), _fitter(z, noise, w, sigma=0.02))
+    assert verdict.factor is None
+
+
+def test_held_out_check_smooths_a_noisy_but_coherent_round():
+    """A narrow kernel overfits the noise at its own lambda; a smoother refit carries the field."""
+    z, d, w = _field_data(noise=0.1, n=1500)
+    verdict = check_round(z, d, w, folds(len(z), np.random.default_rng(2)), _fitter(z, d, w, sigma=0.05))
+    assert verdict.factor is not None and verdict.factor > 1.0
+
+
+# ------------------------------------------------------------------------------- damaged pairs
+
+
+def _smooth_pair(seed: int = 0, n: int = 2000):
+    """An ellipsoid cloud (data units ~ mm, extent ~ 200) and its image by a known smooth field."""
+    rng = np.random.default_rng(seed)
+    p = rng.normal(size=(n, 3))
+    p = p / np.linalg.norm(p, axis=1, keepdims=True) * rng.uniform(0, 1, (n, 1)) ** (1 / 3)
+    x = p * np.array([100.0, 80.0, 120.0])
+
+    def field(q):
+        return np.stack(
+            [6 * np.sin(q[:, 2] / 60), 5 * np.cos(q[:, 0] / 70), 8 * np.sin(q[:, 1] / 50) + 0.04 * q[:, 2]], 1
+        )
+
+    return x, x + field(x), field
+
+
+def _config(robust: bool):
+    cfg = load_config("lung")
+    sets = ["pipeline.weights_optional=true", "spline.max_points=3000"]
+    if robust:
+        sets += [
+            "affine.reach=[30, 15, 8, 4]",
+            "affine.target_reach_ratio=3",
+            'pipeline.mass="point"',
+            "spline.reach=[8, 4, 2, 1]",
+            "spline.debias=true",
+            "spline.holdout=true",
+        ]
+    return with_overrides(cfg, sets)
+
+
+def _error(result, x, field, keep):
+    moved = result.transform.apply(x[keep])
+    return float(np.linalg.norm(moved - (x[keep] + field(x[keep])), axis=1).mean())
+
+
+@pytest.mark.parametrize("damage", ["crop", "thin"])
+def test_damaged_target_recovers_the_known_field_where_the_balanced_schedule_fails(damage):
+    """The target loses its top 15 % in z (crop) or keeps 1 point in 3 in its upper half
+    (thin). The robust settings recover the known field within 2 mm (mean, on the source
+    points whose image the target still covers; the field moves them ~7 mm, the points are
+    ~12 mm apart); the balanced schedule of the lung preset ends at least twice as far."""
+    x, y, field = _smooth_pair()
+    rng = np.random.default_rng(1)
+    z_cut = np.quantile(y[:, 2], 0.85) if damage == "crop" else np.median(y[:, 2])
+    upper = y[:, 2] > z_cut
+    if damage == "crop":
+        target, keep = y[~upper], (x + field(x))[:, 2] <= z_cut
+    else:
+        target, keep = y[~upper | (rng.uniform(size=len(y)) < 1 / 3)], np.ones(len(x), dtype=bool)
+    none = float(np.linalg.norm(field(x[keep]), axis=1).mean())
+    robust = _error(register(x, target, _config(True), seed=0), x, field, keep)
+    balanced = _error(register(x, target, _config(False), seed=0), x, field, keep)
+    assert none > 5
+    assert robust < 2.0, (robust, balanced, none)
+    assert balanced > 2 * robust, (robust, balanced, none)
+
+
+def test_debiased_displacements_of_a_translated_cloud_are_the_translation():
+    """The entropic barycentre pulls boundary points inwards by ~blur; subtracting the source's
+    own barycentre (``spline.debias``) cancels it, up to the shape's change (none here)."""
+    from register.core.clusters import cluster
+    from register.stages.common import MatchSettings
+    from register.stages.spline import _displacements, _Level
+
+    x = _blob(1500, 6).double().numpy()
+    shift = np.array([0.01, -0.02, 0.015])
+    ms = MatchSettings(max_iter=200)
+    source, target = cluster(x, np.ones(len(x)), 0), cluster(x + shift, np.ones(len(x)), 0)
+    errors = {}
+    for debias in (False, True):
+        lv = _Level(0.05, math.inf, math.inf, ms, target)
+        _, d, _ = _displacements(lv, source, debias)
+        errors[debias] = np.abs(d - shift).max()
+    assert errors[True] < 0.003 < 0.01 < errors[False]
+
+
+def test_shared_samples_are_told_from_independent_samplings():
+    from register.stages.holdout import shares_samples
+
+    rng = np.random.default_rng(3)
+    cloud = rng.uniform(size=(4000, 3))
+    source, target = cloud[:2000], cloud[2000:]  # two independent samplings of one cube
+    assert not shares_samples(source, target)
+    assert shares_samples(target[::2] + 1e-3, target)  # keypoint pairs: a moved copy's points
+
+
+def test_reach_floor_is_in_sampling_spacings_of_the_target():
+    from register.core.sampling import sampling_spacing
+    from register.stages.common import floored
+
+    grid = np.stack(np.meshgrid(*[np.arange(10.0)] * 3), -1).reshape(-1, 3) * 2.0  # spacing 2
+    assert sampling_spacing(grid) == pytest.approx(2.0)
+    assert floored([30.0, 8.0, 1.0], grid, 2.0) == [30.0, 8.0, 4.0]
+    assert floored([math.inf, 1.0], grid, 0.0) == [math.inf, 1.0]
+    with pytest.raises(ConfigError, match="reach_floor"):
+        with_overrides(load_config("default"), ["spline.reach_floor=-1"])
+
+
+def test_the_robust_lung_example_is_the_lung_preset_with_the_documented_changes():
+    import dataclasses
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "examples" / "robust_lung.toml"
+    robust, lung = load_config(str(path)), load_config("lung")
+    changed = {
+        (table, key)
+        for table in ("pipeline", "affine", "flow", "spline")
+        for key, value in dataclasses.asdict(getattr(robust, table)).items()
+        if value != dataclasses.asdict(getattr(lung, table))[key]
+    }
+    assert changed == {
+        ("pipeline", "mass"),
+        ("affine", "reach"),
+        ("affine", "reach_floor"),
+        ("affine", "target_reach_ratio"),
+        ("spline", "reach"),
+        ("spline", "debias"),
+        ("spline", "holdout"),
+    }
