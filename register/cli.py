@@ -337,9 +337,8 @@ def _register_with_progress(inputs, quiet):
 
         def on_stage(name: str, state: str) -> None:
             if state == "start":
-                tasks[name] = progress.add_task(
-                    f"{name} RobOT" if name != "flow" else "flow network", total=1
-                )
+                label = {"flow": "flow network", "reliability": "reliability report"}
+                tasks[name] = progress.add_task(label.get(name, f"{name} RobOT"), total=1)
             else:
                 progress.update(tasks[name], completed=1)
 

@@ -407,7 +407,10 @@ def register(
         "stage_seconds": {s["name"]: s["seconds"] for s in stages},
     }
     t0 = time.perf_counter()
+    notify("reliability", "start")
     reliability = _reliability(transform, x, y, a, b, warped, run, cfg, ms, seed)
+    notify("reliability", "done")
     metrics["reliability"] = reliability.to_dict()
-    log.info("reliability: %s (%.2f s)", reliability.verdict, time.perf_counter() - t0)
+    metrics["reliability_seconds"] = time.perf_counter() - t0
+    log.info("reliability: %s (%.2f s)", reliability.verdict, metrics["reliability_seconds"])
     return Result(transform, warped, warped - x, confidence, stages, metrics, cfg, reliability)
