@@ -75,7 +75,9 @@ def test_a_strong_narrow_bump_folds_and_the_probes_are_subsampled():
     assert probes == 1000
     assert 0.02 < folded < 0.5
     assert std is not None and std > 0
-    assert step == pytest.approx(0.1 * np.median(np.sort(np.linalg.norm(x[:, None] - x, axis=2))[:, 1]), rel=0.2)
+    assert step == pytest.approx(
+        0.1 * np.median(np.sort(np.linalg.norm(x[:, None] - x, axis=2))[:, 1]), rel=0.2
+    )
 
 
 def test_heldout_residual_is_truncated_and_zero_shift_changes_nothing():
@@ -93,7 +95,12 @@ def test_heldout_residual_is_truncated_and_zero_shift_changes_nothing():
 def test_judge_names_each_threshold_it_crosses():
     assert judge(MIN_MATCHED_MASS, 1.0, 1.0 + HELDOUT_MARGIN, MAX_FOLDED_FRACTION, MAX_LOG_JACOBIAN_STD) == []
     reasons = judge(MIN_MATCHED_MASS - 0.01, 1.0, 1.1 + HELDOUT_MARGIN, 2 * MAX_FOLDED_FRACTION, 2.0)
-    assert [r.split()[0] for r in reasons] == ["matched", "held-out", f"{2 * MAX_FOLDED_FRACTION:.1%}", "log-Jacobian"]
+    assert [r.split()[0] for r in reasons] == [
+        "matched",
+        "held-out",
+        f"{2 * MAX_FOLDED_FRACTION:.1%}",
+        "log-Jacobian",
+    ]
     assert judge(1.0, 1.0, 0.5, 0.0, None) == []  # every probe unfolded: no std needed
 
 
@@ -152,12 +159,15 @@ def test_a_smooth_deformation_registered_is_ok():
 
 def test_spline_confidences_at_a_finite_reach_are_reported():
     cfg = with_overrides(
-        load_config("default"), [a for a in CHEAP if a != "--set"] + ["spline.reach=[0.1]", "spline.max_points=200"]
+        load_config("default"),
+        [a for a in CHEAP if a != "--set"] + ["spline.reach=[0.1]", "spline.max_points=200"],
     )
     result = register(surface(300, 0), deform(surface(280, 2)), cfg, device="cpu")
     rel = result.reliability
     assert rel.matched_mass_from == "spline"
-    assert rel.match_reach == pytest.approx(cfg.in_data_units(result.metrics["target_diameter"]).spline.reach[0])
+    assert rel.match_reach == pytest.approx(
+        cfg.in_data_units(result.metrics["target_diameter"]).spline.reach[0]
+    )
     assert 0 < rel.matched_mass <= 1
 
 
