@@ -160,7 +160,7 @@ def register_work(
     result = register(source, target, _register_config(preset, overrides), device=device, seed=seed)
     info = {
         "stage_seconds": {s["name"]: s["seconds"] for s in result.stages},
-        **{k: result.metrics.get(k) for k in ("backend", "chamfer_before", "chamfer_after")},
+        **{k: result.metrics.get(k) for k in ("backend", "chamfer_before", "chamfer_after", "reliability")},
     }
     return {"transform": result.transform, "info": info}
 

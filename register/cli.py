@@ -312,6 +312,7 @@ def _run(
         "device": metrics["device"],
         "backend": metrics["backend"],
         "landmarks": metrics.get("landmarks"),
+        "reliability": metrics.get("reliability"),
     }
     if not quiet:
         _print_summary(summary)
@@ -336,9 +337,8 @@ def _register_with_progress(inputs, quiet):
 
         def on_stage(name: str, state: str) -> None:
             if state == "start":
-                tasks[name] = progress.add_task(
-                    f"{name} RobOT" if name != "flow" else "flow network", total=1
-                )
+                label = {"flow": "flow network", "reliability": "reliability report"}
+                tasks[name] = progress.add_task(label.get(name, f"{name} RobOT"), total=1)
             else:
                 progress.update(tasks[name], completed=1)
 
@@ -367,7 +367,27 @@ def _print_summary(summary: dict) -> None:
             f"{lm['before']['mean']:.3g} / {lm['before']['p95']:.3g} -> {lm['after']['mean']:.3g} / "
             f"{lm['after']['p95']:.3g} (data units)",
         )
+    if summary.get("reliability"):
+        _reliability_rows(table, summary["reliability"])
     _console().print(table)
+
+
+def _reliability_rows(table, rel: dict) -> None:
+    """The reliability report's rows of the run summary (:mod:`register.reliability`)."""
+    from rich.markup import escape
+
+    colour = "green" if rel["verdict"] == "ok" else "yellow"
+    table.add_row("reliability", f"[{colour}]{escape(rel['verdict'])}[/{colour}]")
+    std = rel["log_jacobian_std"]
+    table.add_row(
+        "matched mass, held-out residual",
+        f"{rel['matched_mass']:.2f}, {rel['heldout_residual_before']:.4g} -> "
+        f"{rel['heldout_residual_after']:.4g} (data units)",
+    )
+    table.add_row(
+        "folded, log-Jacobian std",
+        f"{rel['folded_fraction']:.1%}, " + ("-" if std is None else f"{std:.3g}"),
+    )
 
 
 @app.command("eval")
@@ -686,6 +706,7 @@ def _print_batch_table(rows: list[dict], info: dict, report_path) -> None:
     landmarks = any(r["tre_after"] is not None for r in rows)
     columns = ["pair", "status", "seconds", "points", "chamfer before -> after"]
     columns += ["TRE before -> after"] if landmarks else []
+    columns += ["reliability"]
     for name in [*columns, "error"]:
         table.add_column(name, overflow="fold")
     for r in rows:
@@ -695,6 +716,7 @@ def _print_batch_table(rows: list[dict], info: dict, report_path) -> None:
         points = "" if r["source_points"] is None else f"{r['source_points']:,} -> {r['target_points']:,}"
         cells = [escape(r["id"]), status, num(r["seconds"], "{:.1f}"), points, change(r, "chamfer")]
         cells += [change(r, "tre")] if landmarks else []
+        cells += [escape(r.get("verdict") or "")]
         table.add_row(*cells, escape(r["error"] or ""))
     console = _console()
     console.print(table)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,8 +25,9 @@ from register.core.transforms import Affine, Composite
 from register.errors import InputError
 from register.kernels.select import choose_backend
 from register.metrics import chamfer
+from register.reliability import MATCH_MAX_ITER, Reliability, assess
 from register.stages.affine import affine_robot
-from register.stages.common import MatchSettings
+from register.stages.common import MatchSettings, per_level, to_numpy
 from register.stages.flow import check_inputs, flow_predict, load_flow_model
 from register.stages.spline import spline_robot
 
@@ -47,8 +49,10 @@ class Result:
             subsample take their nearest matched neighbour's value.
         stages: per stage run: name, seconds and the stage's level reports.
         metrics: counts, residuals before/after (chamfer, data units, lower is better),
-            backend and device.
+            backend and device, and the reliability report (``reliability``, as a dict).
         config: the configuration that ran, lengths resolved to data units.
+        reliability: the :class:`~register.reliability.Reliability` report: matched mass,
+            held-out residual before/after, folding, and its verdict (``ok`` / ``suspect: ...``).
     """
 
     transform: Composite
@@ -58,6 +62,7 @@ class Result:
     stages: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     config: PipelineConfig | None = None
+    reliability: Reliability | None = None
 
 
 def resolve_device(device: str) -> str:
@@ -219,6 +224,34 @@ def _run_tail(tail, current, y, a, b, cfg, ms, rng, *, flow_model, features, not
     return _TailRun(steps, current, stages, confidence_sub, conf_points, cost, time.perf_counter() - t_start)
 
 
+def _reliability(transform, x, y, a, b, warped, run: _TailRun, cfg, ms: MatchSettings, seed) -> Reliability:
+    """The reliability report of the run (:func:`register.reliability.assess`).
+
+    Matched mass: from the spline stage's last matching when its reach is finite; otherwise
+    (balanced: every point's mass is transported by construction, or no spline stage) from one
+    matching of the report's own, at the last level's reach when finite, with the run's backend,
+    device and mass normalisation. The last level's blur bounds the held-out truncation from
+    below. Its own seeded generators: the run's random stream is untouched.
+    """
+    stages = cfg.pipeline.stages
+    blur = reach = None
+    if "spline" in stages:
+        blur, reach = cfg.spline.blurs[-1], per_level(cfg.spline.reach, len(cfg.spline.blurs))[-1]
+    elif "affine" in stages:
+        blur, reach = cfg.affine.blurs[-1], per_level(cfg.affine.reach, len(cfg.affine.blurs))[-1]
+    given = {}
+    if "spline" in stages and math.isfinite(reach) and run.conf_points is not None:
+        given = {"confidence": run.confidence, "confidence_indices": run.conf_points}
+    report_ms = ms.capped(MATCH_MAX_ITER)
+
+    def match(xs, ys, a_s, b_s, blur_, reach_):
+        return to_numpy(report_ms.match(xs, ys, a_s, b_s, blur_, reach_).confidence)
+
+    return assess(
+        transform, x, y, a, b, warped=warped, blur=blur, reach=reach, match=match, seed=seed, **given
+    )
+
+
 def register(
     source: PointCloud | np.ndarray,
     target: PointCloud | np.ndarray,
@@ -373,4 +406,11 @@ def register(
         "chamfer_after": chamfer(warped, y),
         "stage_seconds": {s["name"]: s["seconds"] for s in stages},
     }
-    return Result(transform, warped, warped - x, confidence, stages, metrics, cfg)
+    t0 = time.perf_counter()
+    notify("reliability", "start")
+    reliability = _reliability(transform, x, y, a, b, warped, run, cfg, ms, seed)
+    notify("reliability", "done")
+    metrics["reliability"] = reliability.to_dict()
+    metrics["reliability_seconds"] = time.perf_counter() - t0
+    log.info("reliability: %s (%.2f s)", reliability.verdict, metrics["reliability_seconds"])
+    return Result(transform, warped, warped - x, confidence, stages, metrics, cfg, reliability)

@@ -1,6 +1,7 @@
 """``register report OUTDIR``: one self-contained HTML page over a batch's results.
 
-One row per pair: status, landmark error (TRE) and chamfer distance before/after (data units,
+One row per pair: status, the reliability verdict (``ok`` or ``suspect: <reasons>``,
+:mod:`register.reliability`), landmark error (TRE) and chamfer distance before/after (data units,
 lower is better), point counts, time, the pair's QA picture (before / after overlays) and links
 to its log and metrics. Failed pairs come first, then pending ones, then the successes, worst
 error first; a click on a column header sorts by it (a few lines of inline JavaScript, which
@@ -29,6 +30,7 @@ REPORT_FILE = "report.html"
 COLUMNS = (
     ("status", "status", "text"),
     ("id", "pair", "text"),
+    ("verdict", "reliability", "text"),
     ("tre_before", "TRE before", "num"),
     ("tre_after", "TRE after", "num"),
     ("tre_after_p95", "TRE p95 after", "num"),
@@ -46,6 +48,7 @@ th{background:#eee;cursor:pointer;position:sticky;top:0;max-width:7em}
 th.sorted::after{content:" \\25BE"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.failed{background:#fde2e2} tr.pending{background:#f1f1f1;color:#777}
+td.suspect{color:#a50;font-weight:bold}
 td.error{color:#a00;max-width:40em;white-space:pre-wrap;font-family:monospace;font-size:12px}
 img{width:420px;display:block}
 .meta{color:#555}
@@ -117,7 +120,8 @@ def _row_html(outdir: Path, row: dict, columns, embed: bool, base: Path) -> str:
         value = row.get(key)
         shown = html.escape(_fmt(row, key, kind))
         sort_value = html.escape("" if value is None else str(value), quote=True)
-        cells.append(f'<td class="{kind}" data-v="{sort_value}">{shown}</td>')
+        suspect = " suspect" if key == "verdict" and str(value or "").startswith("suspect") else ""
+        cells.append(f'<td class="{kind}{suspect}" data-v="{sort_value}">{shown}</td>')
     cells.append(_image_cell(outdir, row, embed, base))
     links = [
         f'<a href="{_link(outdir / row["id"] / name, base)}">{name}</a>'
@@ -162,7 +166,9 @@ def render_report(outdir: Path, *, embed: bool = False, base: Path | None = None
     meta = (
         f"{len(rows)} pairs: {tally['ok']} ok, {tally['failed']} failed, {tally['pending']} pending. "
         f"Manifest {html.escape(str(batch.get('manifest')))}; ran on {html.escape(str(batch.get('runner')))}; "
-        f"report made {now}. TRE and chamfer distances in data units (mm for CT), lower is better; "
+        f"report made {now}. Reliability: ok, or suspect with the reasons (matched mass, held-out "
+        "residual, folding; docs/reliability.md). "
+        "TRE and chamfer distances in data units (mm for CT), lower is better; "
         "seconds of the registration (and of the whole pair: reading, writing, picture). "
         "Pictures: target grey; left, source red (before); right, warped source coloured by "
         "displacement (after). Click a column header to sort; failures stay on top."

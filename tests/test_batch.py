@@ -100,7 +100,15 @@ def hidden(outdir: Path) -> list[str]:
 def comparable_metrics(folder: Path) -> dict:
     """metrics.json without what legitimately differs between two runs (times, paths, versions)."""
     metrics = json.loads((folder / "metrics.json").read_text())
-    for key in ("total_seconds", "stage_seconds", "versions", "source", "target", "relative"):
+    for key in (
+        "total_seconds",
+        "stage_seconds",
+        "reliability_seconds",
+        "versions",
+        "source",
+        "target",
+        "relative",
+    ):
         metrics.pop(key)
     for stage in metrics["stages"]:
         stage.pop("seconds")

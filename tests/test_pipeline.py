@@ -43,6 +43,7 @@ def test_known_affine_map_is_recovered():
 def test_stage_max_iter_caps_only_that_stage_s_matchings(monkeypatch):
     """``affine.max_iter`` / ``spline.max_iter`` replace ``pipeline.max_iter`` in that stage's
     matchings only."""
+    from register.reliability import MATCH_MAX_ITER
     from register.stages.common import MatchSettings
 
     seen: dict[str, set] = {"affine": set(), "spline": set()}
@@ -50,18 +51,19 @@ def test_stage_max_iter_caps_only_that_stage_s_matchings(monkeypatch):
     stage = {"name": ""}
 
     def spy(self, *args, **kwargs):
-        seen[stage["name"]].add(self.max_iter)
+        # the reliability report's own matching (after the stages) is not a stage's
+        seen.setdefault(stage["name"], set()).add(self.max_iter)
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(MatchSettings, "match", spy)
     x = _tree_points(400, 5)
     cfg = _cfg(pipeline={"max_iter": 7}, affine={"max_iter": 3})
     register(x, x + 1.0, cfg, on_stage=lambda name, state: stage.update(name=name))
-    assert seen == {"affine": {3}, "spline": {7}}
+    assert seen.pop("reliability") == {MATCH_MAX_ITER} and seen == {"affine": {3}, "spline": {7}}
     seen = {"affine": set(), "spline": set()}
     cfg = _cfg(pipeline={"max_iter": 7}, spline={"max_iter": 5})
     register(x, x + 1.0, cfg, on_stage=lambda name, state: stage.update(name=name))
-    assert seen == {"affine": {7}, "spline": {5}}
+    assert seen.pop("reliability") == {MATCH_MAX_ITER} and seen == {"affine": {7}, "spline": {5}}
 
 
 def test_spline_max_iter_per_level_caps_each_level_s_matchings(monkeypatch):

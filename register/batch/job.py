@@ -35,6 +35,15 @@ STATUS = "status.json"
 LOG = "register.log"
 IMAGE = "qa.png"
 STATUS_VERSION = 1
+# The reliability report's entries (metrics.json's ``reliability``) copied into a pair's record.
+RELIABILITY_FIELDS = (
+    "verdict",
+    "matched_mass",
+    "heldout_residual_before",
+    "heldout_residual_after",
+    "folded_fraction",
+    "log_jacobian_std",
+)
 _CHUNK = 1 << 20
 
 
@@ -205,8 +214,10 @@ class _ThreadFilter(logging.Filter):
 
 
 def _record_of(job: PairJob, metrics: dict) -> dict:
-    """The summary fields of a successful pair (times s, counts, chamfer and TRE in data units)."""
+    """The summary fields of a successful pair (times s, counts, chamfer and TRE in data units,
+    the reliability verdict and measures)."""
     lm = metrics.get("landmarks")
+    rel = metrics.get("reliability") or {}
     return {
         "seconds": metrics["total_seconds"],
         "source_points": metrics["source_points"],
@@ -217,6 +228,7 @@ def _record_of(job: PairJob, metrics: dict) -> dict:
         "tre_before": lm["before"]["mean"] if lm else None,
         "tre_after": lm["after"]["mean"] if lm else None,
         "tre_after_p95": lm["after"]["p95"] if lm else None,
+        **{key: rel.get(key) for key in RELIABILITY_FIELDS},
         "image": IMAGE if job.images else None,
     }
 
@@ -229,7 +241,8 @@ def run_pair(job: PairJob) -> dict:
         ``error_kind`` (``input``: bad file or setting, retrying cannot help; ``error``:
         anything else, e.g. out of memory), ``attempt``, ``started`` / ``finished`` (UTC),
         ``wall_seconds`` (the whole job), ``seconds`` (the registration), point counts,
-        chamfer and TRE before/after (data units), ``host``, ``pid``, ``threads``.
+        chamfer and TRE before/after (data units), the reliability verdict and measures
+        (:data:`RELIABILITY_FIELDS`), ``host``, ``pid``, ``threads``.
     """
     t0 = time.perf_counter()
     base = {

@@ -5,8 +5,8 @@ rewritten atomically after every finished pair, so an interrupted batch still ha
 summary. :func:`collect` rebuilds the rows from the pair folders alone (``batch.json`` gives the
 pair order), which is what ``register report`` reads.
 
-Columns: :data:`COLUMNS` (times in seconds, UTC timestamps; chamfer and TRE in data units,
-lower is better).
+Columns: :data:`COLUMNS` (times in seconds, UTC timestamps; chamfer, TRE and held-out residuals
+in data units, lower is better; the reliability verdict, :mod:`register.reliability`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ COLUMNS = {
     "tre_before": "mean landmark error before",
     "tre_after": "mean landmark error after",
     "tre_after_p95": "95th percentile of the landmark error after",
+    "verdict": "reliability verdict: ok, or suspect: <reasons> (docs/reliability.md)",
+    "matched_mass": "fraction of the source mass matched at the end (higher is better)",
+    "heldout_residual_before": "held-out matching residual before (truncated RMS, data units)",
+    "heldout_residual_after": "after",
+    "folded_fraction": "fraction of probed source points where the transform folds",
+    "log_jacobian_std": "standard deviation of log det Jacobian (unfolded points)",
     "image": "QA picture inside the pair folder",
     "host": "machine that ran the pair",
     "threads": "torch threads of the pair",

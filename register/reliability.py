@@ -1,0 +1,348 @@
+"""A reliability report for a finished registration: how far can its result be trusted?
+
+For a transform ``T`` that moved the source points ``x (N, D)`` (masses ``a (N,)``) onto the
+target points ``y (M, D)`` (masses ``b (M,)``), all in the data's units:
+
+1. **matched mass** (fraction, higher is better): of the source mass, how much a final
+   unbalanced OT matching of ``T(x)`` onto ``y`` transports (:mod:`register.ot.matching`):
+
+       matched = sum_i a_i min(c_i, 1) / sum_i a_i                                   (1)
+
+   with ``c_i`` the confidence (transported / own mass) of ``T(x_i)``. Mass beyond ``reach``
+   of any target point is not transported: a source moved away from the target, or one that
+   only partly overlaps it, matches little.
+2. **held-out residual** (data units, lower is better): the target is split by a seeded
+   permutation into two halves and the second, ``y_H``, is held out of the measurement:
+
+       r(z) = ( sum_i a_i min(d(z_i, y_H), tau)^2 / sum_i a_i )^(1/2)                (2)
+
+   for ``z = x`` (before) and ``z = T(x)`` (after), ``d(z, y_H)`` the distance to the nearest
+   held-out point and ``tau = max(TRUNCATION_SPACINGS * s, blur)``, ``s`` the median
+   nearest-neighbour spacing of the target and ``blur`` the registration's finest matching
+   blur (what it claims to resolve: mismatches up to it count in full; it matters where the
+   clouds are sampled unevenly, e.g. LiDAR rings: dense along a ring, sparse across, so that
+   independent scans lie many median spacings apart even when aligned). The registration saw
+   the whole target; the split keeps a transform
+   that snaps source points onto individual target samples from scoring 0: against half the
+   samples, a source on the target's surface scores ~ its spacing whatever sample it landed
+   on. The truncation keeps points without a counterpart (crops, outliers) from dominating.
+3. **Jacobian** of ``T`` on at most ``MAX_PROBES`` seeded source points, by central
+   differences (:func:`register.metrics.jacobian_determinants`) with the step
+   ``h_i = STEP_FRACTION * s_i``, ``s_i`` the distance from ``x_i`` to its nearest other
+   source point (the local sampling spacing: the data cannot show a fold finer than it):
+   ``folded_fraction`` = fraction with ``det J <= 0`` (``T`` turns space inside out there), and
+   ``log_jacobian_std`` = standard deviation of ``log det J`` over the others (how unevenly
+   ``T`` compresses and expands volume; 0 for an affine map).
+4. a **verdict**: ``"ok"``, or ``"suspect: <reason>; <reason>"`` from the thresholds below.
+
+The thresholds are initial, principled values, each tied to what it means; they are to be
+calibrated on the benchmark, and every report records the ones it was judged by.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from register.core.sampling import subsample, subsample_indices
+from register.metrics import jacobian_determinants
+
+# ------------------------------------------------------------------ thresholds of the verdict
+# Less than half of the source mass matched: the registration explains a minority of the
+# source; the rest lies farther than the matching's reach from any target point.
+MIN_MATCHED_MASS = 0.5
+# The held-out residual (2) after may exceed the one before by this fraction before the
+# result counts as worse than its input (differences of a percent or two are sampling noise of
+# a truncated nearest-neighbour estimate; beyond that, the registration made the fit worse by a
+# criterion it did not optimise on those samples).
+HELDOUT_MARGIN = 0.02
+# Folds in more than 1 % of the probed points: not an isolated finite-difference artefact but
+# a region the transform turns inside out (a smooth, invertible deformation has none).
+MAX_FOLDED_FRACTION = 0.01
+# A standard deviation of log det J of ln 2: a typical point's volume changes by a factor of
+# two relative to the mean change, far more heterogeneous than breathing lungs or moving
+# rigid objects; the field is crumpling the cloud rather than deforming it.
+MAX_LOG_JACOBIAN_STD = math.log(2.0)
+
+# ------------------------------------------------------------------ measurement settings
+# Truncation length of (2), in median nearest-neighbour spacings of the target (at least the
+# last blur): a few spacings, so that aligned clouds (residual ~ one spacing) are far below it
+# and a point without counterpart counts as "a few spacings off", not as its full distance.
+TRUNCATION_SPACINGS = 4.0
+# Finite-difference step of the Jacobian, as a fraction of the local sampling spacing: the
+# error of central differences is ~ (h / sigma)^2 / 6 < 0.2 % for a field at least one
+# spacing wide, and h stays well above float64 rounding of the coordinates.
+STEP_FRACTION = 0.1
+# At most this many source points probe the Jacobian (seeded subsample): ~1.4 % standard
+# error on the folded fraction at its threshold, 2 D transform evaluations per probe.
+MAX_PROBES = 5000
+# The report's own matching (when no confidences are given): at most this many points per
+# cloud (seeded subsample) ...
+MAX_MATCH_POINTS = 5000
+# ... at a blur of one median target spacing: the finest detail the sampling resolves. A finer
+# blur turns the matching into an assignment of individual samples, and independent samplings
+# (or subsamples) of one surface then leave mass unmatched where their local densities differ
+# (BCPD bunny, registered: 0.90 at 1/3 spacing against 0.97 at one spacing); a coarser one
+# spreads each point's mass over several spacings and, against a reach of a few spacings, damps
+# the confidences by itself (factor 1 / (1 + blur^2 / reach^2) of (1)-(2) in
+# register.ot.unbalanced).
+MATCH_BLUR_SPACINGS = 0.5
+# ... with up to this many Sinkhorn iterations at the final blur (it stops earlier at the
+# tolerance): confidences of a plan far from convergence are biased low (BCPD bunny: matched
+# mass 0.86 / 0.90 / 0.93 after 3 / 10 / 50 iterations at one third of a spacing).
+MATCH_MAX_ITER = 50
+
+# (source points (n, D), target points (m, D), source masses (n,), target masses (m,), blur,
+# reach) -> confidences (n,), transported / own mass (:class:`register.ot.Matches`).
+Matcher = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """The reliability report of one registration (see the module docstring).
+
+    Attributes:
+        verdict: ``"ok"`` or ``"suspect: <reason>; ..."``.
+        reasons: the reasons of a suspect verdict (empty when ok).
+        matched_mass: (1), fraction of the source mass matched, in [0, 1]; higher is better.
+        matched_mass_from: ``"spline"`` (the confidences given: the spline stage's last
+            matching) or ``"matching"`` (one matching of this report's).
+        match_blur, match_reach: of that matching, data units (``None``: not known).
+        heldout_residual_before, heldout_residual_after: (2) for the source before and after
+            the transform, data units, in [0, ``heldout_truncation``]; lower is better.
+        heldout_truncation: ``tau`` of (2), data units.
+        folded_fraction: fraction of the probed points with ``det J <= 0``; lower is better.
+        log_jacobian_std: standard deviation of ``log det J`` over the unfolded probes
+            (dimensionless; ``None`` when every probe folded); lower is better.
+        log_jacobian_mean: their mean (log of the typical volume ratio; informative only).
+        jacobian_points: probed source points; jacobian_step: median step ``h``, data units.
+        thresholds: the thresholds the verdict was judged by.
+    """
+
+    verdict: str
+    reasons: list[str]
+    matched_mass: float
+    matched_mass_from: str
+    match_blur: float | None
+    match_reach: float | None
+    heldout_residual_before: float
+    heldout_residual_after: float
+    heldout_truncation: float
+    folded_fraction: float
+    log_jacobian_std: float | None
+    log_jacobian_mean: float | None
+    jacobian_points: int
+    jacobian_step: float
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+    def to_dict(self) -> dict:
+        """The report as plain JSON-able values (``metrics.json``'s ``reliability`` object)."""
+        return asdict(self)
+
+
+def thresholds() -> dict[str, float]:
+    """The verdict's thresholds by name (recorded with every report)."""
+    return {
+        "min_matched_mass": MIN_MATCHED_MASS,
+        "heldout_margin": HELDOUT_MARGIN,
+        "max_folded_fraction": MAX_FOLDED_FRACTION,
+        "max_log_jacobian_std": MAX_LOG_JACOBIAN_STD,
+    }
+
+
+def spacing(points: np.ndarray) -> np.ndarray:
+    """``(N,)`` distance from each of ``points (N, D)`` to its nearest other point, data units
+    (0 for duplicates; ``inf`` for a single point)."""
+    return cKDTree(points).query(points, k=2, workers=-1)[0][:, 1]
+
+
+def median_spacing(points: np.ndarray) -> float:
+    """Median positive nearest-neighbour spacing of ``points (N, D)``, data units (duplicates
+    ignored; 1 when every point coincides)."""
+    s = spacing(points)
+    s = s[(s > 0) & np.isfinite(s)]
+    return float(np.median(s)) if len(s) else 1.0
+
+
+def matched_mass(confidence: np.ndarray, masses: np.ndarray) -> float:
+    """(1): ``sum_i a_i min(c_i, 1) / sum_i a_i`` for ``confidence (n,)`` and ``masses (n,)``.
+
+    Unbalanced OT can transport slightly more than a point's own mass (``c_i > 1``): capped, so
+    that over-matched points cannot hide unmatched ones. A NaN confidence counts as unmatched.
+    """
+    c = np.minimum(np.nan_to_num(np.asarray(confidence, dtype=np.float64), nan=0.0), 1.0)
+    a = np.asarray(masses, dtype=np.float64)
+    return float((a * np.maximum(c, 0.0)).sum() / a.sum())
+
+
+def heldout_residuals(
+    source: np.ndarray,
+    warped: np.ndarray,
+    target: np.ndarray,
+    source_masses: np.ndarray,
+    *,
+    blur: float = 0.0,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(2) before and after: ``(r(source), r(warped), tau)``, data units.
+
+    Args:
+        source: ``(N, D)`` source points; warped: ``(N, D)`` the same moved by ``T``.
+        target: ``(M, D)`` target points (M >= 2); source_masses: ``(N,)``.
+        blur: the registration's finest blur, data units (a lower bound of ``tau``; 0: none).
+        seed: seed of the target's split into halves.
+    """
+    rng = np.random.default_rng(seed)
+    held_out = target[rng.permutation(len(target))[len(target) // 2 :]]  # (ceil(M / 2), D)
+    tau = max(TRUNCATION_SPACINGS * median_spacing(target), blur)
+    tree = cKDTree(held_out)
+    w = np.asarray(source_masses, dtype=np.float64)
+    w = w / w.sum()
+
+    def residual(z: np.ndarray) -> float:
+        # min(d, tau): cKDTree returns inf beyond the upper bound
+        d = np.minimum(tree.query(z, k=1, distance_upper_bound=tau, workers=-1)[0], tau)
+        return float(np.sqrt((w * d**2).sum()))
+
+    return residual(source), residual(warped), tau
+
+
+def jacobian_summary(
+    transform, source: np.ndarray, *, seed: int = 0, max_points: int = MAX_PROBES
+) -> tuple[float, float | None, float | None, int, float]:
+    """Folding and volume change of ``transform`` at (a seeded subsample of) ``source (N, D)``.
+
+    Returns:
+        ``(folded_fraction, log_jacobian_std, log_jacobian_mean, probes, median_step)``; the
+        log statistics are ``None`` when every probe folds.
+    """
+    idx = subsample_indices(len(source), max_points, np.random.default_rng(seed))
+    local = spacing(source)[idx]
+    fallback = median_spacing(source)
+    local = np.where((local > 0) & np.isfinite(local), local, fallback)
+    step = STEP_FRACTION * local
+    det = jacobian_determinants(transform, source[idx], step)
+    folded = ~(det > 0)  # a NaN determinant (a transform that broke down) counts as folded
+    log_det = np.log(det[~folded])
+    std = float(log_det.std()) if len(log_det) else None
+    mean = float(log_det.mean()) if len(log_det) else None
+    return float(folded.mean()), std, mean, len(idx), float(np.median(step))
+
+
+def judge(matched: float, before: float, after: float, folded: float, log_std: float | None) -> list[str]:
+    """The reasons (empty: ok) why a registration with these measures is suspect."""
+    reasons = []
+    if not matched >= MIN_MATCHED_MASS:
+        reasons.append(f"matched mass {matched:.2f} < {MIN_MATCHED_MASS:g}")
+    if not after <= before * (1 + HELDOUT_MARGIN):
+        reasons.append(f"held-out residual rose {before:.4g} -> {after:.4g}")
+    if not folded <= MAX_FOLDED_FRACTION:
+        reasons.append(f"{folded:.1%} of probed points folded (> {MAX_FOLDED_FRACTION:.0%})")
+    if log_std is not None and not log_std <= MAX_LOG_JACOBIAN_STD:
+        reasons.append(f"log-Jacobian std {log_std:.2f} > {MAX_LOG_JACOBIAN_STD:.2f}")
+    return reasons
+
+
+def default_matcher(x, y, a, b, blur: float, reach: float) -> np.ndarray:
+    """A :data:`Matcher` on the CPU: :func:`register.ot.robust_match`, float32, dense below a
+    million kernel entries and multiscale block-sparse above, :data:`MATCH_MAX_ITER`."""
+    import torch
+
+    from register.ot import robust_match
+
+    def t(v):
+        return torch.as_tensor(np.ascontiguousarray(v), dtype=torch.float32)
+
+    matches = robust_match(
+        t(x), t(y), t(a), t(b), blur=blur, reach=reach, max_iter=MATCH_MAX_ITER, backend="sparse"
+    )
+    return matches.confidence.to(torch.float64).numpy()
+
+
+def assess(
+    transform,
+    source: np.ndarray,
+    target: np.ndarray,
+    source_masses: np.ndarray | None = None,
+    target_masses: np.ndarray | None = None,
+    *,
+    warped: np.ndarray | None = None,
+    confidence: np.ndarray | None = None,
+    confidence_indices: np.ndarray | None = None,
+    blur: float | None = None,
+    reach: float | None = None,
+    match: Matcher | None = None,
+    max_points: int = MAX_MATCH_POINTS,
+    seed: int = 0,
+) -> Reliability:
+    """The reliability report of ``transform`` moving ``source`` onto ``target``.
+
+    Args:
+        transform: anything with ``apply((K, D)) -> (K, D)`` (a
+            :class:`~register.core.transforms.Transform`), source frame -> target frame.
+        source: ``(N, D)`` source points; target: ``(M, D)`` target points (M >= 2), data units.
+        source_masses: ``(N,)`` (default uniform); target_masses: ``(M,)`` (default uniform).
+        warped: ``(N, D)`` ``transform.apply(source)`` when already known (saves evaluating it).
+        confidence: ``(n,)`` confidences of a final unbalanced matching of the warped source
+            (the spline stage's, at ``blur`` and ``reach``, recorded as given); without them one
+            matching is run (``match``).
+        confidence_indices: ``(n,)`` indices into ``source`` of ``confidence`` (default: all).
+        blur: the registration's finest matching blur, data units: a lower bound of ``tau`` in
+            (2). The report's own matching runs at :data:`MATCH_BLUR_SPACINGS` target spacings.
+        reach: the registration's last reach, data units: that of the report's matching when
+            finite; else (default) ``tau`` (a balanced matching transports every point's mass
+            whatever the fit, so its matched mass would say nothing).
+        match: the :data:`Matcher` to run it with (default :func:`default_matcher`).
+        max_points: that matching runs on at most this many points per cloud (seeded).
+        seed: seed of every subsample and of the target's split.
+
+    Returns:
+        :class:`Reliability`.
+    """
+    source = np.asarray(source, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    a = np.ones(len(source)) if source_masses is None else np.asarray(source_masses, dtype=np.float64)
+    b = np.ones(len(target)) if target_masses is None else np.asarray(target_masses, dtype=np.float64)
+    warped = transform.apply(source) if warped is None else np.asarray(warped, dtype=np.float64)
+    before, after, tau = heldout_residuals(source, warped, target, a, blur=blur or 0.0, seed=seed)
+    if confidence is not None:
+        at = slice(None) if confidence_indices is None else np.asarray(confidence_indices)
+        matched, origin = matched_mass(confidence, a[at]), "spline"
+    else:
+        # Blur: the target's spacing (see MATCH_BLUR_SPACINGS); reach: the stage's when finite.
+        blur = MATCH_BLUR_SPACINGS * median_spacing(target)
+        reach = tau if reach is None or not math.isfinite(reach) else float(reach)
+        rng = np.random.default_rng(seed)
+        zs, az, _ = subsample(warped, a, max_points, rng)
+        ys, bs, _ = subsample(target, b, max_points, rng)
+        matched, origin = (
+            matched_mass((match or default_matcher)(zs, ys, az, bs, blur, reach), az),
+            "matching",
+        )
+    folded, log_std, log_mean, probes, step = jacobian_summary(transform, source, seed=seed)
+    reasons = judge(matched, before, after, folded, log_std)
+    return Reliability(
+        verdict="ok" if not reasons else "suspect: " + "; ".join(reasons),
+        reasons=reasons,
+        matched_mass=matched,
+        matched_mass_from=origin,
+        match_blur=blur,
+        match_reach=reach,
+        heldout_residual_before=before,
+        heldout_residual_after=after,
+        heldout_truncation=tau,
+        folded_fraction=folded,
+        log_jacobian_std=log_std,
+        log_jacobian_mean=log_mean,
+        jacobian_points=probes,
+        jacobian_step=step,
+        thresholds=thresholds(),
+    )
