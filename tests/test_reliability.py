@@ -94,11 +94,11 @@ def test_heldout_residual_is_truncated_and_zero_shift_changes_nothing():
 
 def test_judge_names_each_threshold_it_crosses():
     assert judge(MIN_MATCHED_MASS, 1.0, 1.0 + HELDOUT_MARGIN, MAX_FOLDED_FRACTION, MAX_LOG_JACOBIAN_STD) == []
-    reasons = judge(MIN_MATCHED_MASS - 0.01, 1.0, 1.1 + HELDOUT_MARGIN, 2 * MAX_FOLDED_FRACTION, 2.0)
+    reasons = judge(MIN_MATCHED_MASS - 0.01, 1.0, 1.1 + HELDOUT_MARGIN, MAX_FOLDED_FRACTION + 0.002, 2.0)
     assert [r.split()[0] for r in reasons] == [
         "matched",
         "held-out",
-        f"{2 * MAX_FOLDED_FRACTION:.1%}",
+        f"{MAX_FOLDED_FRACTION + 0.002:.2%}",
         "log-Jacobian",
     ]
     assert judge(1.0, 1.0, 0.5, 0.0, None) == []  # every probe unfolded: no std needed
