@@ -142,7 +142,9 @@ def test_given_confidences_are_used_on_their_points():
     x = blob()
     conf = np.zeros(len(x))
     conf[:100] = 1.0
-    rel = assess(Composite([]), x, x, confidence=conf[::2], confidence_indices=np.arange(0, len(x), 2))
+    rel = assess(
+        Composite([]), x, x, confidence=conf[::2], confidence_indices=np.arange(0, len(x), 2), reach=1e3
+    )
     assert rel.matched_mass_from == "spline"
     assert rel.matched_mass == pytest.approx(50 / 200)
     assert "matched mass 0.25 < 0.5" in rel.verdict
@@ -169,6 +171,20 @@ def test_spline_confidences_at_a_finite_reach_are_reported():
         cfg.in_data_units(result.metrics["target_diameter"]).spline.reach[0]
     )
     assert 0 < rel.matched_mass <= 1
+
+
+def test_a_reach_below_the_truncation_is_not_used_for_the_matched_mass():
+    """A last reach of a fraction of the spacing says how many samples coincide, not whether
+    the clouds are aligned: the report runs its own matching at ``tau`` instead."""
+    cfg = with_overrides(
+        load_config("default"),
+        [a for a in CHEAP if a != "--set"] + ["spline.reach=[0.001]", "spline.max_points=200"],
+    )
+    result = register(surface(300, 0), deform(surface(280, 2)), cfg, device="cpu")
+    rel = result.reliability
+    assert rel.matched_mass_from == "matching"
+    assert rel.match_reach == pytest.approx(rel.heldout_truncation)
+    assert rel.matched_mass > MIN_MATCHED_MASS
 
 
 # ------------------------------------------------------------------------- where it is shown
