@@ -159,12 +159,18 @@ def test_a_smooth_deformation_registered_is_ok():
     assert result.metrics["reliability"] == rel.to_dict()
 
 
-def test_spline_confidences_at_a_finite_reach_are_reported():
+def _registered_at_reach(reach: float):
+    """A smooth pair registered with the default preset, one spline level at ``reach``
+    (relative to the diagonal): the result and its configuration."""
     cfg = with_overrides(
         load_config("default"),
-        [a for a in CHEAP if a != "--set"] + ["spline.reach=[0.1]", "spline.max_points=200"],
+        [a for a in CHEAP if a != "--set"] + [f"spline.reach=[{reach}]", "spline.max_points=200"],
     )
-    result = register(surface(300, 0), deform(surface(280, 2)), cfg, device="cpu")
+    return register(surface(300, 0), deform(surface(280, 2)), cfg, device="cpu"), cfg
+
+
+def test_spline_confidences_at_a_finite_reach_are_reported():
+    result, cfg = _registered_at_reach(0.1)
     rel = result.reliability
     assert rel.matched_mass_from == "spline"
     assert rel.match_reach == pytest.approx(
@@ -176,12 +182,7 @@ def test_spline_confidences_at_a_finite_reach_are_reported():
 def test_a_reach_below_the_truncation_is_not_used_for_the_matched_mass():
     """A last reach of a fraction of the spacing says how many samples coincide, not whether
     the clouds are aligned: the report runs its own matching at ``tau`` instead."""
-    cfg = with_overrides(
-        load_config("default"),
-        [a for a in CHEAP if a != "--set"] + ["spline.reach=[0.001]", "spline.max_points=200"],
-    )
-    result = register(surface(300, 0), deform(surface(280, 2)), cfg, device="cpu")
-    rel = result.reliability
+    rel = _registered_at_reach(0.001)[0].reliability
     assert rel.matched_mass_from == "matching"
     assert rel.match_reach == pytest.approx(rel.heldout_truncation)
     assert rel.matched_mass > MIN_MATCHED_MASS
