@@ -94,11 +94,11 @@ def test_heldout_residual_is_truncated_and_zero_shift_changes_nothing():
 
 def test_judge_names_each_threshold_it_crosses():
     assert judge(MIN_MATCHED_MASS, 1.0, 1.0 + HELDOUT_MARGIN, MAX_FOLDED_FRACTION, MAX_LOG_JACOBIAN_STD) == []
-    reasons = judge(MIN_MATCHED_MASS - 0.01, 1.0, 1.1 + HELDOUT_MARGIN, 2 * MAX_FOLDED_FRACTION, 2.0)
+    reasons = judge(MIN_MATCHED_MASS - 0.01, 1.0, 1.1 + HELDOUT_MARGIN, MAX_FOLDED_FRACTION + 0.002, 2.0)
     assert [r.split()[0] for r in reasons] == [
         "matched",
         "held-out",
-        f"{2 * MAX_FOLDED_FRACTION:.1%}",
+        f"{MAX_FOLDED_FRACTION + 0.002:.2%}",
         "log-Jacobian",
     ]
     assert judge(1.0, 1.0, 0.5, 0.0, None) == []  # every probe unfolded: no std needed
@@ -142,7 +142,9 @@ def test_given_confidences_are_used_on_their_points():
     x = blob()
     conf = np.zeros(len(x))
     conf[:100] = 1.0
-    rel = assess(Composite([]), x, x, confidence=conf[::2], confidence_indices=np.arange(0, len(x), 2))
+    rel = assess(
+        Composite([]), x, x, confidence=conf[::2], confidence_indices=np.arange(0, len(x), 2), reach=1e3
+    )
     assert rel.matched_mass_from == "spline"
     assert rel.matched_mass == pytest.approx(50 / 200)
     assert "matched mass 0.25 < 0.5" in rel.verdict
@@ -157,18 +159,33 @@ def test_a_smooth_deformation_registered_is_ok():
     assert result.metrics["reliability"] == rel.to_dict()
 
 
-def test_spline_confidences_at_a_finite_reach_are_reported():
+def _registered_at_reach(reach: float):
+    """A smooth pair registered with the default preset, one spline level at ``reach``
+    (relative to the diagonal): the result and its configuration."""
     cfg = with_overrides(
         load_config("default"),
-        [a for a in CHEAP if a != "--set"] + ["spline.reach=[0.1]", "spline.max_points=200"],
+        [a for a in CHEAP if a != "--set"] + [f"spline.reach=[{reach}]", "spline.max_points=200"],
     )
-    result = register(surface(300, 0), deform(surface(280, 2)), cfg, device="cpu")
+    return register(surface(300, 0), deform(surface(280, 2)), cfg, device="cpu"), cfg
+
+
+def test_spline_confidences_at_a_finite_reach_are_reported():
+    result, cfg = _registered_at_reach(0.1)
     rel = result.reliability
     assert rel.matched_mass_from == "spline"
     assert rel.match_reach == pytest.approx(
         cfg.in_data_units(result.metrics["target_diameter"]).spline.reach[0]
     )
     assert 0 < rel.matched_mass <= 1
+
+
+def test_a_reach_below_the_truncation_is_not_used_for_the_matched_mass():
+    """A last reach of a fraction of the spacing says how many samples coincide, not whether
+    the clouds are aligned: the report runs its own matching at ``tau`` instead."""
+    rel = _registered_at_reach(0.001)[0].reliability
+    assert rel.matched_mass_from == "matching"
+    assert rel.match_reach == pytest.approx(rel.heldout_truncation)
+    assert rel.matched_mass > MIN_MATCHED_MASS
 
 
 # ------------------------------------------------------------------------- where it is shown
