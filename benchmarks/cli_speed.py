@@ -27,29 +27,25 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import cpu_model, memory_total
+from benchmarks.machine import run_meta
+from benchmarks.speed import make_input
 
 OUT = Path(__file__).parent / "results" / "speed" / "cli_speed"
 
 
-def write_inputs(data: Path, n: int, folder: Path) -> tuple[Path, Path] | None:
-    """copd1 source / target, ``n`` seeded points each, as VTK files in ``folder`` (None: the
-    pair is missing or smaller than ``n``). Same subsample as :mod:`benchmarks.speed`."""
+def write_inputs(data: Path, n: int, folder: Path) -> tuple[np.ndarray, np.ndarray, Path, Path] | None:
+    """The copd1 input of :func:`benchmarks.speed.make_input` (``n`` seeded points per cloud, mm)
+    written as VTK files into ``folder``: ``(source, target, source path, target path)``, or None
+    when the pair is missing or smaller than ``n``."""
     import pyvista as pv
 
-    vessels = data / "lung/vessels"
-    if not (vessels / "copd1_source.vtk").is_file():
+    inp = make_input("copd1", n, data)
+    if inp is None:
         return None
-    x = np.asarray(pv.read(vessels / "copd1_source.vtk").points, dtype=np.float64) * 100
-    y = np.asarray(pv.read(vessels / "copd1_target.vtk").points, dtype=np.float64) * 100
-    if n > min(len(x), len(y)):
-        return None
-    rng = np.random.default_rng(0)
-    x, y = x[rng.choice(len(x), n, replace=False)], y[rng.choice(len(y), n, replace=False)]
     paths = folder / f"copd1_{n}_src.vtk", folder / f"copd1_{n}_tgt.vtk"
-    for path, pts in zip(paths, (x, y), strict=True):
+    for path, pts in zip(paths, (inp["source"], inp["target"]), strict=True):
         pv.PolyData(pts).save(path, binary=True)
-    return paths
+    return inp["source"], inp["target"], *paths
 
 
 def time_register(src: Path, tgt: Path, preset: str, out: Path, threads: int) -> dict:
@@ -71,15 +67,12 @@ def time_register(src: Path, tgt: Path, preset: str, out: Path, threads: int) ->
     return rec
 
 
-def time_bcpd(src: Path, tgt: Path, threads: int) -> dict | None:
+def time_bcpd(x: np.ndarray, y: np.ndarray, threads: int) -> dict | None:
     """BCPD on the same points (the harness of :mod:`benchmarks.peers`), with its Nystrom
     approximation (``bcpd_shapes``: ``-J300 -K70``): at its default settings, without it, BCPD
     crashes (SIGSEGV) on 30k-point clouds on this machine."""
-    import pyvista as pv
-
     from benchmarks.peers import run_peer
 
-    x, y = (np.asarray(pv.read(p).points, dtype=np.float64) for p in (src, tgt))
     t0 = time.perf_counter()
     peer = run_peer("bcpd_shapes", x, y, time_limit_s=600.0, seed=0, memory_limit_mb=12000.0, threads=threads)
     rec = peer.record()
@@ -100,30 +93,42 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def table_row(n: int, preset: str, runs: list[dict], bcpd: dict | None) -> str:
+    """One Markdown row: median (min-max) wall seconds of ``runs``, the stage seconds of the
+    median run, BCPD's wall seconds and the ratio register / BCPD."""
+    walls = sorted(rec["wall_s"] for rec in runs)
+    median = sorted(runs, key=lambda rec: rec["wall_s"])[len(runs) // 2]
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in median["stage_seconds"].items())
+    if median.get("reliability_seconds"):
+        stages += f", reliability {median['reliability_seconds']:.1f}"
+    wall = statistics.median(walls)
+    bcpd_s, ratio = (f"{bcpd['wall_s']:.1f}", f"{wall / bcpd['wall_s']:.2f}") if bcpd else ("-", "-")
+    return (
+        f"| {n:,} | {preset} | {wall:.1f} ({walls[0]:.1f}-{walls[-1]:.1f}) | {stages} | {bcpd_s} | {ratio} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.data.is_dir():
         print(f"--data {args.data}: folder not found (the shared data folder)", file=sys.stderr)
         return 2
-    meta = {
-        "command": "python -m benchmarks.cli_speed " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": {"cpu": cpu_model(), "memory": memory_total(), "threads": args.threads},
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-    }
+    meta = run_meta("benchmarks.cli_speed", argv, args.threads)
     rows, records = [], []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="register-cli-speed-") as tmp:
         tmp = Path(tmp)
         for n in (int(s) for s in args.sizes.split(",")):
-            paths = write_inputs(args.data, n, tmp)
-            if paths is None:
+            inputs = write_inputs(args.data, n, tmp)
+            if inputs is None:
                 print(f"[copd1 {n}] not available; skipped", flush=True)
                 continue
-            bcpd = None if args.no_bcpd else time_bcpd(*paths, args.threads)
+            x, y, src, tgt = inputs
+            bcpd = None if args.no_bcpd else time_bcpd(x, y, args.threads)
             for preset in args.presets.split(","):
                 runs = []
                 for r in range(args.repeats):
-                    rec = time_register(*paths, preset, tmp / f"out_{n}_{preset}_{r}", args.threads)
+                    rec = time_register(src, tgt, preset, tmp / f"out_{n}_{preset}_{r}", args.threads)
                     runs.append(rec)
                     print(
                         f"[copd1 {n}] {preset:8s} run {r}: {rec['wall_s']:.1f} s (exit {rec['returncode']})",
@@ -132,21 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                     if rec["returncode"] != 0:
                         print(rec["stderr"], file=sys.stderr)
                         return 1
-                walls = [rec["wall_s"] for rec in runs]
-                median = sorted(runs, key=lambda rec: rec["wall_s"])[len(runs) // 2]
                 records.append({"n": n, "preset": preset, "runs": runs, "bcpd": bcpd})
-                stages = ", ".join(f"{k} {v:.1f}" for k, v in median["stage_seconds"].items())
-                stages += (
-                    f", reliability {median['reliability_seconds']:.1f}"
-                    if median.get("reliability_seconds")
-                    else ""
-                )
-                ratio = f"{statistics.median(walls) / bcpd['wall_s']:.2f}" if bcpd else "-"
-                bcpd_s = f"{bcpd['wall_s']:.1f}" if bcpd else "-"
-                rows.append(
-                    f"| {n:,} | {preset} | {statistics.median(walls):.1f} ({min(walls):.1f}-{max(walls):.1f}) "
-                    f"| {stages} | {bcpd_s} | {ratio} |"
-                )
+                rows.append(table_row(n, preset, runs, bcpd))
                 args.out.with_suffix(".json").write_text(
                     json.dumps({"meta": meta, "records": records}, indent=1)
                 )

@@ -49,3 +49,17 @@ def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None)
     if before is None or after is None or after[1] <= before[1]:
         return None
     return 100.0 * (after[0] - before[0]) / (after[1] - before[1])
+
+
+def run_meta(module: str, argv: list[str] | None, threads: int) -> dict:
+    """The header of a benchmark's results: the command that produced them (``python -m
+    module`` with ``argv``, default the process's own), the machine and the date."""
+    import sys
+    import time
+
+    args = sys.argv[1:] if argv is None else argv
+    return {
+        "command": f"python -m {module} " + " ".join(args),
+        "machine": {"cpu": cpu_model(), "memory": memory_total(), "threads": threads},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }

@@ -29,13 +29,12 @@ import dataclasses
 import importlib
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import suites
-from benchmarks.machine import cpu_jiffies, cpu_model, memory_total, steal_percent
+from benchmarks.machine import cpu_jiffies, run_meta, steal_percent
 from benchmarks.run import run_register_limited
 from register.metrics import chamfer, tre
 
@@ -215,10 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     records = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "command": "python -m benchmarks.speed " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": {"cpu": cpu_model(), "memory": memory_total(), "threads": args.threads},
-        "date": time.strftime("%Y-%m-%d %H:%M"),
+    meta = run_meta("benchmarks.speed", argv, args.threads) | {
         "time_limit_s": args.time_limit,
         "memory_limit_mb": args.memory_limit,
     }

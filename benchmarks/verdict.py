@@ -57,6 +57,15 @@ def cases(paths: list[Path]) -> list[dict]:
     return rows
 
 
+# The reasons of register.reliability.judge, by the words each one contains.
+REASON_KINDS = ("matched mass", "held-out residual", "folded", "log-Jacobian std")
+
+
+def reason_kind(reason: str) -> str:
+    """Which threshold ``reason`` (one of :func:`register.reliability.judge`'s) names."""
+    return next((kind for kind in REASON_KINDS if kind in reason), reason)
+
+
 def rates(rows: list[dict]) -> tuple[str, str]:
     """``"k / n (p %)"`` of failed cases flagged and of good cases flagged."""
 
@@ -96,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         + " | ".join(f"**{s}**" for s in rates(rows))
         + " |"
     )
-    fired = collections.Counter(
-        reason.split(" ")[0] + " " + reason.split(" ")[1] for r in rows for reason in r["reasons"]
-    )
+    fired = collections.Counter(reason_kind(reason) for r in rows for reason in r["reasons"])
     out += ["", "Reasons fired (cases): " + ", ".join(f"{k}: {v}" for k, v in fired.most_common())]
     missed = [r for r in rows if r["failed"] and not r["reasons"]]
     false = [r for r in rows if not r["failed"] and r["reasons"]]

@@ -319,6 +319,10 @@ def _run(
     return summary
 
 
+# Progress-bar labels of the steps that are not RobOT stages (the others: "<stage> RobOT").
+STEP_LABELS = {"flow": "flow network", "reliability": "reliability report"}
+
+
 def _register_with_progress(inputs, quiet):
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -337,8 +341,7 @@ def _register_with_progress(inputs, quiet):
 
         def on_stage(name: str, state: str) -> None:
             if state == "start":
-                label = {"flow": "flow network", "reliability": "reliability report"}
-                tasks[name] = progress.add_task(label.get(name, f"{name} RobOT"), total=1)
+                tasks[name] = progress.add_task(STEP_LABELS.get(name, f"{name} RobOT"), total=1)
             else:
                 progress.update(tasks[name], completed=1)
 

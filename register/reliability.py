@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
-from register.core.sampling import subsample, subsample_indices
+from register.core.sampling import nearest_spacings, subsample, subsample_indices
 from register.metrics import jacobian_determinants
 
 # ------------------------------------------------------------------ thresholds of the verdict
@@ -161,18 +161,17 @@ def thresholds() -> dict[str, float]:
     }
 
 
-def spacing(points: np.ndarray) -> np.ndarray:
-    """``(N,)`` distance from each of ``points (N, D)`` to its nearest other point, data units
-    (0 for duplicates; ``inf`` for a single point)."""
-    return cKDTree(points).query(points, k=2, workers=-1)[0][:, 1]
+def positive_median(spacings: np.ndarray) -> float:
+    """Median of the positive, finite ``spacings (N,)`` (:func:`nearest_spacings`), data units:
+    duplicates ignored; 1 when every point coincides."""
+    s = spacings[(spacings > 0) & np.isfinite(spacings)]
+    return float(np.median(s)) if len(s) else 1.0
 
 
 def median_spacing(points: np.ndarray) -> float:
     """Median positive nearest-neighbour spacing of ``points (N, D)``, data units (duplicates
     ignored; 1 when every point coincides)."""
-    s = spacing(points)
-    s = s[(s > 0) & np.isfinite(s)]
-    return float(np.median(s)) if len(s) else 1.0
+    return positive_median(nearest_spacings(points))
 
 
 def matched_mass(confidence: np.ndarray, masses: np.ndarray) -> float:
@@ -194,6 +193,7 @@ def heldout_residuals(
     *,
     blur: float = 0.0,
     seed: int = 0,
+    target_spacing: float | None = None,
 ) -> tuple[float, float, float]:
     """(2) before and after: ``(r(source), r(warped), tau)``, data units.
 
@@ -202,10 +202,12 @@ def heldout_residuals(
         target: ``(M, D)`` target points (M >= 2); source_masses: ``(N,)``.
         blur: the registration's finest blur, data units (a lower bound of ``tau``; 0: none).
         seed: seed of the target's split into halves.
+        target_spacing: :func:`median_spacing` of ``target`` when already known.
     """
     rng = np.random.default_rng(seed)
     held_out = target[rng.permutation(len(target))[len(target) // 2 :]]  # (ceil(M / 2), D)
-    tau = max(TRUNCATION_SPACINGS * median_spacing(target), blur)
+    spacing = median_spacing(target) if target_spacing is None else target_spacing
+    tau = max(TRUNCATION_SPACINGS * spacing, blur)
     tree = cKDTree(held_out)
     w = np.asarray(source_masses, dtype=np.float64)
     w = w / w.sum()
@@ -228,9 +230,9 @@ def jacobian_summary(
         log statistics are ``None`` when every probe folds.
     """
     idx = subsample_indices(len(source), max_points, np.random.default_rng(seed))
-    local = spacing(source)[idx]
-    fallback = median_spacing(source)
-    local = np.where((local > 0) & np.isfinite(local), local, fallback)
+    spacings = nearest_spacings(source)
+    local = spacings[idx]
+    local = np.where((local > 0) & np.isfinite(local), local, positive_median(spacings))
     step = STEP_FRACTION * local
     det = jacobian_determinants(transform, source[idx], step)
     folded = ~(det > 0)  # a NaN determinant (a transform that broke down) counts as folded
@@ -315,7 +317,10 @@ def assess(
     a = np.ones(len(source)) if source_masses is None else np.asarray(source_masses, dtype=np.float64)
     b = np.ones(len(target)) if target_masses is None else np.asarray(target_masses, dtype=np.float64)
     warped = transform.apply(source) if warped is None else np.asarray(warped, dtype=np.float64)
-    before, after, tau = heldout_residuals(source, warped, target, a, blur=blur or 0.0, seed=seed)
+    target_spacing = median_spacing(target)
+    before, after, tau = heldout_residuals(
+        source, warped, target, a, blur=blur or 0.0, seed=seed, target_spacing=target_spacing
+    )
     finite = reach is not None and math.isfinite(reach)
     if confidence is not None and finite and reach >= tau:
         at = slice(None) if confidence_indices is None else np.asarray(confidence_indices)
@@ -325,7 +330,7 @@ def assess(
         # never below tau: a reach of a spacing or two leaves mass of well-aligned, independently
         # sampled clouds unmatched (Lung250M-4B keypoints, reach 2 mm: 0.28-0.35 after
         # registrations that removed 75-90 % of the error).
-        blur = MATCH_BLUR_SPACINGS * median_spacing(target)
+        blur = MATCH_BLUR_SPACINGS * target_spacing
         reach = max(float(reach), tau) if finite else tau
         rng = np.random.default_rng(seed)
         zs, az, _ = subsample(warped, a, max_points, rng)

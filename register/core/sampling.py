@@ -27,13 +27,18 @@ def subsample(
     return points[idx], masses[idx] * (len(points) / len(idx)), idx
 
 
+def nearest_spacings(points: np.ndarray) -> np.ndarray:
+    """``(N,)`` distance from each of ``points (N, D)`` to its nearest other point, in the
+    points' units (0 for duplicates; ``inf`` for a single point)."""
+    from scipy.spatial import cKDTree
+
+    return cKDTree(points).query(points, k=2, workers=-1)[0][:, 1]
+
+
 def sampling_spacing(points: np.ndarray) -> float:
     """Median distance from a point of ``points (N, D)`` to its nearest other point, in the
     points' units (0 for fewer than two points): the cloud's sampling spacing, the scale below
     which two independently sampled clouds of one shape have no matching detail."""
     if len(points) < 2:
         return 0.0
-    from scipy.spatial import cKDTree
-
-    distances, _ = cKDTree(points).query(points, k=2)
-    return float(np.median(distances[:, 1]))
+    return float(np.median(nearest_spacings(points)))
