@@ -76,7 +76,7 @@ def test_overrides_parse_toml_values_and_bare_words():
 def test_a_bare_value_of_a_per_level_list_is_one_value_for_every_level():
     assert with_overrides(load_config(), ["spline.max_iter=4", "spline.reach=2.5"]).spline.max_iter == [4]
     assert from_dict({"spline": {"reach": 2.5}}).spline.reach == [2.5]
-    assert load_config("lung").spline.max_iter == [5]  # the preset writes `max_iter = 5`
+    assert load_config("lung").spline.max_iter == [0]  # the preset writes `max_iter = 0`
 
 
 def test_unknown_preset_lists_the_known_ones():
