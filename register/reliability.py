@@ -26,10 +26,8 @@ target points ``y (M, D)`` (masses ``b (M,)``), all in the data's units:
    that snaps source points onto individual target samples from scoring 0: against half the
    samples, a source on the target's surface scores ~ its spacing whatever sample it landed
    on. The truncation keeps points without a counterpart (crops, outliers) from dominating.
-3. **Jacobian** of ``T`` on at most ``MAX_PROBES`` seeded source points, by central
-   differences (:func:`register.metrics.jacobian_determinants`) with the step
-   ``h_i = STEP_FRACTION * s_i``, ``s_i`` the distance from ``x_i`` to its nearest other
-   source point (the local sampling spacing: the data cannot show a fold finer than it):
+3. **Jacobian** of ``T`` on at most ``MAX_PROBES`` seeded source points, exact
+   (:meth:`register.core.transforms.Transform.jacobian`, the chain rule through the steps):
    ``folded_fraction`` = fraction with ``det J <= 0`` (``T`` turns space inside out there), and
    ``log_jacobian_std`` = standard deviation of ``log det J`` over the others (how unevenly
    ``T`` compresses and expands volume; 0 for an affine map).
@@ -60,9 +58,8 @@ MIN_MATCHED_MASS = 0.5
 # a truncated nearest-neighbour estimate; beyond that, the registration made the fit worse by a
 # criterion it did not optimise on those samples).
 HELDOUT_MARGIN = 0.02
-# Any fold among the probed points: a smooth, invertible deformation has none, and the
-# finite-difference step (STEP_FRACTION of the local spacing) is far below the finest kernel
-# width, so a negative determinant is the map's, not the estimate's. Measured on the realistic
+# Any fold among the probed points: a smooth, invertible deformation has none (the Jacobian is
+# exact, so a negative determinant is the map's, not an estimate's). Measured on the realistic
 # suite with the family presets (108 cases; benchmarks/verdict.py): no registration whose error
 # stayed below half of "none" folded anywhere, while 1 % let two failed ones through.
 MAX_FOLDED_FRACTION = 0.0
@@ -76,12 +73,8 @@ MAX_LOG_JACOBIAN_STD = math.log(2.0)
 # last blur): a few spacings, so that aligned clouds (residual ~ one spacing) are far below it
 # and a point without counterpart counts as "a few spacings off", not as its full distance.
 TRUNCATION_SPACINGS = 4.0
-# Finite-difference step of the Jacobian, as a fraction of the local sampling spacing: the
-# error of central differences is ~ (h / sigma)^2 / 6 < 0.2 % for a field at least one
-# spacing wide, and h stays well above float64 rounding of the coordinates.
-STEP_FRACTION = 0.1
 # At most this many source points probe the Jacobian (seeded subsample): ~1.4 % standard
-# error on the folded fraction at its threshold, 2 D transform evaluations per probe.
+# error on the folded fraction at its threshold.
 MAX_PROBES = 5000
 # The report's own matching (when no confidences are given): at most this many points per
 # cloud (seeded subsample) ...
@@ -122,7 +115,7 @@ class Reliability:
         log_jacobian_std: standard deviation of ``log det J`` over the unfolded probes
             (dimensionless; ``None`` when every probe folded); lower is better.
         log_jacobian_mean: their mean (log of the typical volume ratio; informative only).
-        jacobian_points: probed source points; jacobian_step: median step ``h``, data units.
+        jacobian_points: probed source points.
         thresholds: the thresholds the verdict was judged by.
     """
 
@@ -139,7 +132,6 @@ class Reliability:
     log_jacobian_std: float | None
     log_jacobian_mean: float | None
     jacobian_points: int
-    jacobian_step: float
     thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -222,24 +214,20 @@ def heldout_residuals(
 
 def jacobian_summary(
     transform, source: np.ndarray, *, seed: int = 0, max_points: int = MAX_PROBES
-) -> tuple[float, float | None, float | None, int, float]:
+) -> tuple[float, float | None, float | None, int]:
     """Folding and volume change of ``transform`` at (a seeded subsample of) ``source (N, D)``.
 
     Returns:
-        ``(folded_fraction, log_jacobian_std, log_jacobian_mean, probes, median_step)``; the
-        log statistics are ``None`` when every probe folds.
+        ``(folded_fraction, log_jacobian_std, log_jacobian_mean, probes)``; the log statistics
+        are ``None`` when every probe folds.
     """
     idx = subsample_indices(len(source), max_points, np.random.default_rng(seed))
-    spacings = nearest_spacings(source)
-    local = spacings[idx]
-    local = np.where((local > 0) & np.isfinite(local), local, positive_median(spacings))
-    step = STEP_FRACTION * local
-    det = jacobian_determinants(transform, source[idx], step)
+    det = jacobian_determinants(transform, source[idx])
     folded = ~(det > 0)  # a NaN determinant (a transform that broke down) counts as folded
     log_det = np.log(det[~folded])
     std = float(log_det.std()) if len(log_det) else None
     mean = float(log_det.mean()) if len(log_det) else None
-    return float(folded.mean()), std, mean, len(idx), float(np.median(step))
+    return float(folded.mean()), std, mean, len(idx)
 
 
 def judge(matched: float, before: float, after: float, folded: float, log_std: float | None) -> list[str]:
@@ -339,7 +327,7 @@ def assess(
             matched_mass((match or default_matcher)(zs, ys, az, bs, blur, reach), az),
             "matching",
         )
-    folded, log_std, log_mean, probes, step = jacobian_summary(transform, source, seed=seed)
+    folded, log_std, log_mean, probes = jacobian_summary(transform, source, seed=seed)
     reasons = judge(matched, before, after, folded, log_std)
     return Reliability(
         verdict="ok" if not reasons else "suspect: " + "; ".join(reasons),
@@ -355,6 +343,5 @@ def assess(
         log_jacobian_std=log_std,
         log_jacobian_mean=log_mean,
         jacobian_points=probes,
-        jacobian_step=step,
         thresholds=thresholds(),
     )

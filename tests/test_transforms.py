@@ -311,3 +311,22 @@ def test_spd_solve_by_cholesky_and_by_lu_for_a_singular_matrix():
     indefinite = torch.from_numpy(np.diag([1.0, -1.0, 2.0]))  # no Cholesky factor: LU
     rhs3 = torch.ones(3, 1, dtype=torch.float64)
     np.testing.assert_allclose(solve_spd(indefinite, rhs3).numpy()[:, 0], [1.0, -1.0, 0.5])
+
+
+@pytest.mark.parametrize("sigmas", [(0.4,), (0.05,), (0.3, 0.9)])
+def test_exact_jacobian_matches_central_differences(sigmas, rng):
+    """The kernel field's and the composite's Jacobians (chain rule) against central differences
+    of ``apply``, for a wide (dense product), a narrow (truncated) and a multi-width field."""
+    controls = rng.uniform(-1, 1, (40, 3))
+    fld = KernelField(controls, rng.normal(0, 0.05, (40, 3)), sigmas)
+    t = Composite([Affine(random_rotation(rng, 40.0) * 1.2, rng.normal(0, 1, 3)), fld, fld])
+    x = rng.uniform(-1, 1, (300, 3))
+    h = 1e-5
+    for transform in (fld, t):
+        shifts = np.eye(3) * h
+        fd = np.stack([(transform.apply(x + e) - transform.apply(x - e)) / (2 * h) for e in shifts], -1)
+        jac = transform.jacobian(x)
+        assert jac.shape == (300, 3, 3)
+        np.testing.assert_allclose(jac, fd, atol=1e-6)
+        value, _ = fld.apply_with_jacobian(x)
+        np.testing.assert_allclose(value, fld.apply(x), atol=1e-12)

@@ -47,6 +47,10 @@ class Transform:
         """Map ``(N, D)`` points (data units, source frame) to ``(N, D)`` points (target frame)."""
         raise NotImplementedError
 
+    def jacobian(self, points: np.ndarray) -> np.ndarray:
+        """``(N, D, D)`` Jacobian matrices ``J_ab = d T_a / d x_b`` at ``(N, D)`` points (exact)."""
+        raise NotImplementedError
+
     def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
         """The arrays that describe this transform, keys prefixed by ``prefix``."""
         raise NotImplementedError
@@ -139,6 +143,10 @@ class Affine(Transform):
         points = self.check_points(points)
         return points @ self.matrix.T + self.translation
 
+    def jacobian(self, points: np.ndarray) -> np.ndarray:
+        points = self.check_points(points)
+        return np.broadcast_to(self.matrix, (len(points), self.dim, self.dim)).copy()
+
     def inverse(self) -> Affine:
         """``T^-1(y) = A^-1 (y - t)``; raises if ``A`` is singular."""
         if abs(np.linalg.det(self.matrix)) < 1e-12:
@@ -218,6 +226,44 @@ class KernelField(Transform):
         points = self.check_points(points)
         return points + self.displacement(points)
 
+    def jacobian(self, points: np.ndarray) -> np.ndarray:
+        return self.apply_with_jacobian(points)[1]
+
+    def apply_with_jacobian(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(T(points) (N, D), J(points) (N, D, D))`` from one kernel matrix per width.
+
+        With ``K_s(x, c) = exp(-|x - c|^2 / (2 s^2))``, ``grad_x K_s = -K_s (x - c) / s^2``, so
+
+            dv_a/dx_b = -sum_s (1 / s^2) [ (K_s w)_a x_b - (K_s (w_a c_b))_ab ]
+
+        i.e. the kernel products of ``[w | w_a c_b]`` (``(C, D + D^2)``) give the value and the
+        Jacobian at once (on centred coordinates, as :meth:`displacement`).
+        """
+        import torch
+
+        from register.kernels.truncated import local_kernel_product, truncated_gaussian
+
+        points = self.check_points(points)
+        n, dim = points.shape
+        centre = self.controls.mean(0)
+        x, c = points - centre, self.controls - centre
+        outer = (self.weights[:, :, None] * c[:, None, :]).reshape(len(c), dim * dim)
+        columns = np.concatenate([self.weights, outer], 1)  # (C, D + D^2)
+        value = np.zeros((n, dim))
+        jac = np.broadcast_to(np.eye(dim), (n, dim, dim)).copy()
+        for s in self.sigmas:
+            k = truncated_gaussian(x, c, (s,))
+            if k is not None:
+                prod = np.asarray(k @ columns)
+            else:
+                prod = local_kernel_product(
+                    torch.from_numpy(x), torch.from_numpy(c), torch.from_numpy(columns), (s,)
+                ).numpy()
+            kw, kwc = prod[:, :dim], prod[:, dim:].reshape(n, dim, dim)
+            value += kw
+            jac -= (kw[:, :, None] * x[:, None, :] - kwc) / s**2
+        return points + value, jac
+
     def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
         return {
             prefix + "kind": np.array(self.kind),
@@ -254,6 +300,20 @@ class Composite(Transform):
         for step in self.steps:
             points = step.apply(points)
         return points
+
+    def jacobian(self, points: np.ndarray) -> np.ndarray:
+        """Chain rule: ``J = J_n(z_{n-1}) ... J_1(x)``, ``z_k`` the points after step ``k``."""
+        z = self.check_points(points) if self.steps else np.asarray(points, dtype=np.float64)
+        n, dim = z.shape  # an empty composite is the identity of any dimension
+        jac = np.broadcast_to(np.eye(dim), (n, dim, dim)).copy()
+        for step in self.steps:
+            if isinstance(step, KernelField):
+                z_next, j = step.apply_with_jacobian(z)
+            else:
+                z_next, j = step.apply(z), step.jacobian(z)
+            jac = j @ jac
+            z = z_next
+        return jac
 
     def then(self, step: Transform) -> Composite:
         """A new composite with ``step`` applied after the current steps."""
