@@ -330,3 +330,18 @@ def test_exact_jacobian_matches_central_differences(sigmas, rng):
         np.testing.assert_allclose(jac, fd, atol=1e-6)
         value, _ = fld.apply_with_jacobian(x)
         np.testing.assert_allclose(value, fld.apply(x), atol=1e-12)
+
+
+def test_voxel_labels_by_integer_key_equal_the_row_wise_unique(rng, monkeypatch):
+    """The raveled-key labels are exactly those of np.unique(axis=0), including the fallback
+    taken when the grid has more voxels than an int64 key holds."""
+    from register.core.clusters import voxel_labels
+
+    z = rng.uniform(-50, 150, (5000, 3))
+    ijk = np.floor((z - z.min(0)) / 3.0).astype(np.int64)
+    _, expected = np.unique(ijk, axis=0, return_inverse=True)
+    labels, n = voxel_labels(z, 3.0)
+    np.testing.assert_array_equal(labels, expected.reshape(-1))
+    assert n == int(expected.max()) + 1
+    tiny, n_tiny = voxel_labels(z, 1e-13)  # 2e15 voxels per axis: the row-wise fallback
+    assert n_tiny == len(np.unique(z, axis=0)) and len(tiny) == len(z)
