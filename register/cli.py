@@ -313,6 +313,7 @@ def _run(
         "backend": metrics["backend"],
         "landmarks": metrics.get("landmarks"),
         "reliability": metrics.get("reliability"),
+        "fallback": metrics.get("fallback"),
     }
     if not quiet:
         _print_summary(summary)
@@ -320,7 +321,11 @@ def _run(
 
 
 # Progress-bar labels of the steps that are not RobOT stages (the others: "<stage> RobOT").
-STEP_LABELS = {"flow": "flow network", "reliability": "reliability report"}
+STEP_LABELS = {
+    "flow": "flow network",
+    "reliability": "reliability report",
+    "fallback": "again, fallback settings",
+}
 
 
 def _register_with_progress(inputs, quiet):
@@ -372,6 +377,10 @@ def _print_summary(summary: dict) -> None:
         )
     if summary.get("reliability"):
         _reliability_rows(table, summary["reliability"])
+    if summary.get("fallback") and summary["fallback"]["triggered_by"]:
+        fb = summary["fallback"]
+        kept = "its result kept" if fb["kept"] == "fallback" else "the first result kept"
+        table.add_row("fallback settings", f"{fb['settings']}: ran ({'; '.join(fb['triggered_by'])}), {kept}")
     _console().print(table)
 
 

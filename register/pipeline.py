@@ -22,7 +22,7 @@ from scipy.spatial import cKDTree
 from register.config import PipelineConfig, load_config
 from register.core.pointcloud import PointCloud
 from register.core.transforms import Affine, Composite
-from register.errors import InputError
+from register.errors import ConfigError, InputError
 from register.kernels.select import choose_backend
 from register.metrics import chamfer
 from register.reliability import MATCH_MAX_ITER, Reliability, assess
@@ -274,6 +274,11 @@ def register(
             seed).
         on_stage: called as ``on_stage(name, "start" | "done")`` (the CLI's progress display).
 
+    With ``pipeline.fallback`` set (the ``lung`` preset), a first result whose reliability
+    report is suspect, or whose matched mass is below ``pipeline.fallback_matched_mass``, is
+    registered again with the fallback settings; the second result is kept unless it is
+    suspect while the first was not (``metrics["fallback"]`` records the choice).
+
     Returns:
         :class:`Result`.
 
@@ -284,6 +289,7 @@ def register(
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise InputError(f"seed = {seed!r}: must be a non-negative integer")
     cfg = load_config(config) if isinstance(config, str) else config
+    fallback = _fallback_config(cfg)
     src, tgt = _as_cloud(source, "source"), _as_cloud(target, "target")
     if src.points.shape[1] != tgt.points.shape[1]:
         raise InputError(
@@ -291,6 +297,65 @@ def register(
             "both clouds must have the same dimension"
         )
     device = resolve_device(device)
+    notify = on_stage or (lambda name, state: None)
+    first = _register_once(src, tgt, cfg, init, device, seed, notify)
+    if fallback is None:
+        return first
+    reasons = fallback_reasons(first.reliability, cfg.pipeline.fallback_matched_mass)
+    record = {"settings": cfg.pipeline.fallback, "triggered_by": reasons, "kept": "first"}
+    result = first
+    if reasons:
+        log.info("fallback settings %s: %s", cfg.pipeline.fallback, "; ".join(reasons))
+        notify("fallback", "start")
+        second = _register_once(src, tgt, fallback, init, device, seed, notify)
+        notify("fallback", "done")
+        keep_first = bool(second.reliability.reasons) and not first.reliability.reasons
+        result = first if keep_first else second
+        record.update(
+            kept="first" if keep_first else "fallback",
+            first=_run_summary(first),
+            fallback=_run_summary(second),
+        )
+    result.metrics["fallback"] = record
+    return result
+
+
+def fallback_reasons(report: Reliability, min_matched_mass: float) -> list[str]:
+    """Why the first result calls for the fallback settings (empty: it does not)."""
+    reasons = list(report.reasons)
+    if not report.matched_mass >= min_matched_mass and not any("matched mass" in r for r in reasons):
+        reasons.append(f"matched mass {report.matched_mass:.2f} < {min_matched_mass:g}")
+    if not report.target_matched_mass >= min_matched_mass:
+        reasons.append(f"target matched mass {report.target_matched_mass:.2f} < {min_matched_mass:g}")
+    return reasons
+
+
+def _fallback_config(cfg: PipelineConfig) -> PipelineConfig | None:
+    """The settings of ``pipeline.fallback`` (None when unset), loaded before any work."""
+    if not cfg.pipeline.fallback:
+        return None
+    fallback = load_config(cfg.pipeline.fallback)
+    if fallback.pipeline.fallback:
+        raise ConfigError(
+            f"pipeline.fallback = {cfg.pipeline.fallback!r}: those settings have a fallback of their own "
+            f"({fallback.pipeline.fallback!r}); a fallback must not"
+        )
+    return fallback
+
+
+def _run_summary(result: Result) -> dict:
+    """Verdict, matched mass and seconds of one run (the fallback record)."""
+    return {
+        "verdict": result.reliability.verdict,
+        "matched_mass": result.reliability.matched_mass,
+        "seconds": sum(result.metrics["stage_seconds"].values()) + result.metrics["reliability_seconds"],
+    }
+
+
+def _register_once(
+    src: PointCloud, tgt: PointCloud, cfg: PipelineConfig, init, device: str, seed: int, notify
+) -> Result:
+    """One registration of ``src`` onto ``tgt`` with ``cfg`` (arguments checked by :func:`register`)."""
     x, y = src.points, tgt.points
     flow_model = None
     if "flow" in cfg.pipeline.stages:  # load and check now, before any work
@@ -317,7 +382,6 @@ def register(
         cfg.pipeline.warm_start,
     )
     rng = np.random.default_rng(seed)
-    notify = on_stage or (lambda name, state: None)
 
     steps: list = [init] if init is not None and "affine" not in cfg.pipeline.stages else []
     current = init.apply(x) if steps else x

@@ -10,7 +10,9 @@ target points ``y (M, D)`` (masses ``b (M,)``), all in the data's units:
 
    with ``c_i`` the confidence (transported / own mass) of ``T(x_i)``. Mass beyond ``reach``
    of any target point is not transported: a source moved away from the target, or one that
-   only partly overlaps it, matches little.
+   only partly overlaps it, matches little. The same with the roles swapped (the target's mass
+   matched onto ``T(x)``) gives ``target_matched_mass``: target parts without a counterpart
+   (outliers, a larger field of view) show there, not on the source's side.
 2. **held-out residual** (data units, lower is better): the target is split by a seeded
    permutation into two halves and the second, ``y_H``, is held out of the measurement:
 
@@ -108,6 +110,9 @@ class Reliability:
         matched_mass_from: ``"spline"`` (the confidences given: the spline stage's last
             matching) or ``"matching"`` (one matching of this report's).
         match_blur, match_reach: of that matching, data units (``None``: not known).
+        target_matched_mass: (1) for the target: the fraction of the target's mass matched
+            onto the warped source (the report's own matching, roles swapped; informative:
+            the verdict does not use it, the ``pipeline.fallback`` trigger does).
         heldout_residual_before, heldout_residual_after: (2) for the source before and after
             the transform, data units, in [0, ``heldout_truncation``]; lower is better.
         heldout_truncation: ``tau`` of (2), data units.
@@ -125,6 +130,7 @@ class Reliability:
     matched_mass_from: str
     match_blur: float | None
     match_reach: float | None
+    target_matched_mass: float
     heldout_residual_before: float
     heldout_residual_after: float
     heldout_truncation: float
@@ -310,23 +316,25 @@ def assess(
         source, warped, target, a, blur=blur or 0.0, seed=seed, target_spacing=target_spacing
     )
     finite = reach is not None and math.isfinite(reach)
+    # The report's own matchings. Blur: the target's spacing (see MATCH_BLUR_SPACINGS); reach:
+    # the stage's when finite, never below tau: a reach of a spacing or two leaves mass of
+    # well-aligned, independently sampled clouds unmatched (Lung250M-4B keypoints, reach 2 mm:
+    # 0.28-0.35 after registrations that removed 75-90 % of the error).
+    own_blur = MATCH_BLUR_SPACINGS * target_spacing
+    own_reach = max(float(reach), tau) if finite else tau
+    rng = np.random.default_rng(seed)
+    zs, az, _ = subsample(warped, a, max_points, rng)
+    ys, bs, _ = subsample(target, b, max_points, rng)
+    matcher = match or default_matcher
     if confidence is not None and finite and reach >= tau:
         at = slice(None) if confidence_indices is None else np.asarray(confidence_indices)
         matched, origin = matched_mass(confidence, a[at]), "spline"
     else:
-        # Blur: the target's spacing (see MATCH_BLUR_SPACINGS); reach: the stage's when finite,
-        # never below tau: a reach of a spacing or two leaves mass of well-aligned, independently
-        # sampled clouds unmatched (Lung250M-4B keypoints, reach 2 mm: 0.28-0.35 after
-        # registrations that removed 75-90 % of the error).
-        blur = MATCH_BLUR_SPACINGS * target_spacing
-        reach = max(float(reach), tau) if finite else tau
-        rng = np.random.default_rng(seed)
-        zs, az, _ = subsample(warped, a, max_points, rng)
-        ys, bs, _ = subsample(target, b, max_points, rng)
-        matched, origin = (
-            matched_mass((match or default_matcher)(zs, ys, az, bs, blur, reach), az),
-            "matching",
-        )
+        blur, reach = own_blur, own_reach
+        matched, origin = matched_mass(matcher(zs, ys, az, bs, blur, reach), az), "matching"
+    # The target's side (1) with the roles swapped: target mass without a counterpart in the
+    # warped source (outliers, a larger field of view) leaves the source's side untouched.
+    target_matched = matched_mass(matcher(ys, zs, bs, az, own_blur, own_reach), bs)
     folded, log_std, log_mean, probes = jacobian_summary(transform, source, seed=seed)
     reasons = judge(matched, before, after, folded, log_std)
     return Reliability(
@@ -336,6 +344,7 @@ def assess(
         matched_mass_from=origin,
         match_blur=blur,
         match_reach=reach,
+        target_matched_mass=target_matched,
         heldout_residual_before=before,
         heldout_residual_after=after,
         heldout_truncation=tau,
