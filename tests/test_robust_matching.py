@@ -246,3 +246,57 @@ def test_the_lung_fallback_is_the_lung_preset_with_the_documented_changes():
         ("spline", "debias"),
         ("spline", "holdout"),
     }
+
+
+def _fake_result(reasons, matched=0.95, target_matched=0.95):
+    from types import SimpleNamespace
+
+    report = SimpleNamespace(
+        reasons=reasons,
+        verdict="ok" if not reasons else "suspect: " + "; ".join(reasons),
+        matched_mass=matched,
+        target_matched_mass=target_matched,
+    )
+    return SimpleNamespace(
+        reliability=report, metrics={"stage_seconds": {"affine": 1.0}, "reliability_seconds": 0.5}
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "ran", "kept"),
+    [
+        (_fake_result([]), None, False, "first"),  # complete and ok: no second run
+        (_fake_result([], matched=0.7), _fake_result([]), True, "fallback"),
+        (_fake_result([], target_matched=0.8), _fake_result(["x"]), True, "first"),  # ok beats suspect
+        (_fake_result(["folds"]), _fake_result(["folds"]), True, "fallback"),
+    ],
+)
+def test_the_fallback_runs_when_called_for_and_never_swaps_an_ok_result_for_a_suspect_one(
+    monkeypatch, first, second, ran, kept
+):
+    import register.pipeline as pipeline
+
+    calls = []
+
+    def once(src, tgt, cfg, *args):
+        calls.append(cfg.pipeline.fallback)
+        return first if len(calls) == 1 else second
+
+    monkeypatch.setattr(pipeline, "_register_once", once)
+    x = np.random.default_rng(0).uniform(size=(50, 3))
+    result = pipeline.register(x, x, "lung")
+    assert calls == (["fallback/lung", ""] if ran else ["fallback/lung"])
+    assert result is (first if kept == "first" else second)
+    record = result.metrics["fallback"]
+    assert record["kept"] == kept and bool(record["triggered_by"]) == ran
+
+
+def test_a_fallback_with_a_fallback_of_its_own_is_refused(tmp_path):
+    from register.errors import ConfigError
+    from register.pipeline import register
+
+    path = tmp_path / "chain.toml"
+    path.write_text('[pipeline]\nfallback = "lung"\n')
+    x = np.random.default_rng(0).uniform(size=(50, 3))
+    with pytest.raises(ConfigError, match="fallback of their own"):
+        register(x, x, with_overrides(load_config("default"), [f'pipeline.fallback="{path}"']))
