@@ -193,6 +193,9 @@ class RunConfig:
             the fallback runs: complete, well-registered pairs leave ~5 % of the mass unmatched
             (the entropic blur of the report's matching); below 0.9, a tenth of the mass has
             no counterpart within the report's reach.
+        fallback_early_matched_mass: the same test once already after the affine stage, with
+            this threshold (0: off): below it, the first run stops there and the fallback runs
+            at once (a pair that far from complete will call for it anyway).
     """
 
     stages: list[str] = field(default_factory=lambda: ["affine", "spline"])
@@ -207,6 +210,7 @@ class RunConfig:
     warm_start: bool = False
     fallback: str = ""
     fallback_matched_mass: float = 0.9
+    fallback_early_matched_mass: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -325,10 +329,10 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
                 raise ConfigError(
                     f"{origin}: {table}.{key} has {m} values but {table}.blurs has {n}; give one value or {n}"
                 )
-    if not 0.0 <= cfg.pipeline.fallback_matched_mass <= 1.0:
-        raise ConfigError(
-            f"{origin}: pipeline.fallback_matched_mass = {cfg.pipeline.fallback_matched_mass}: must be in [0, 1]"
-        )
+    for key in ("fallback_matched_mass", "fallback_early_matched_mass"):
+        value = getattr(cfg.pipeline, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{origin}: pipeline.{key} = {value}: must be in [0, 1]")
     unknown = [s for s in cfg.pipeline.stages if s not in STAGES]
     if unknown:
         raise ConfigError(

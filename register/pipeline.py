@@ -242,14 +242,43 @@ def _reliability(transform, x, y, a, b, warped, run: _TailRun, cfg, ms: MatchSet
     given = {}
     if "spline" in stages and math.isfinite(reach) and run.conf_points is not None:
         given = {"confidence": run.confidence, "confidence_indices": run.conf_points}
+    return assess(
+        transform,
+        x,
+        y,
+        a,
+        b,
+        warped=warped,
+        blur=blur,
+        reach=reach,
+        match=_report_matcher(ms),
+        seed=seed,
+        **given,
+    )
+
+
+def _report_matcher(ms: MatchSettings):
+    """The reliability report's matcher: the run's backend, device and mass normalisation."""
     report_ms = ms.capped(MATCH_MAX_ITER)
 
     def match(xs, ys, a_s, b_s, blur_, reach_):
         return to_numpy(report_ms.match(xs, ys, a_s, b_s, blur_, reach_).confidence)
 
-    return assess(
-        transform, x, y, a, b, warped=warped, blur=blur, reach=reach, match=match, seed=seed, **given
+    return match
+
+
+def early_fallback_reasons(affine: Affine, x, y, a, b, warped, cfg, ms: MatchSettings, seed) -> list[str]:
+    """Why the pair calls for the fallback settings already after the affine stage (empty: it
+    does not): either matched mass of the report (at its reach of a few target spacings) below
+    ``pipeline.fallback_early_matched_mass``. A complete pair, however much non-rigid motion is
+    left, still has most of its mass within that reach of a counterpart."""
+    blur, reach = cfg.affine.blurs[-1], per_level(cfg.affine.reach, len(cfg.affine.blurs))[-1]
+    report = assess(
+        affine, x, y, a, b, warped=warped, blur=blur, reach=reach, match=_report_matcher(ms), seed=seed
     )
+    least = min(report.matched_mass, report.target_matched_mass)
+    threshold = cfg.pipeline.fallback_early_matched_mass
+    return [f"after the affine stage, matched mass {least:.2f} < {threshold:g}"] if least < threshold else []
 
 
 def register(
@@ -298,10 +327,13 @@ def register(
         )
     device = resolve_device(device)
     notify = on_stage or (lambda name, state: None)
-    first = _register_once(src, tgt, cfg, init, device, seed, notify)
+    first = _register_once(src, tgt, cfg, init, device, seed, notify, early=fallback is not None)
     if fallback is None:
         return first
-    reasons = fallback_reasons(first.reliability, cfg.pipeline.fallback_matched_mass)
+    if isinstance(first, list):  # abandoned after its affine stage, for these reasons
+        reasons, first = first, None
+    else:
+        reasons = fallback_reasons(first.reliability, cfg.pipeline.fallback_matched_mass)
     record = {"settings": cfg.pipeline.fallback, "triggered_by": reasons, "kept": "first"}
     result = first
     if reasons:
@@ -309,11 +341,11 @@ def register(
         notify("fallback", "start")
         second = _register_once(src, tgt, fallback, init, device, seed, notify)
         notify("fallback", "done")
-        keep_first = bool(second.reliability.reasons) and not first.reliability.reasons
+        keep_first = first is not None and bool(second.reliability.reasons) and not first.reliability.reasons
         result = first if keep_first else second
         record.update(
             kept="first" if keep_first else "fallback",
-            first=_run_summary(first),
+            first=None if first is None else _run_summary(first),
             fallback=_run_summary(second),
         )
     result.metrics["fallback"] = record
@@ -353,9 +385,21 @@ def _run_summary(result: Result) -> dict:
 
 
 def _register_once(
-    src: PointCloud, tgt: PointCloud, cfg: PipelineConfig, init, device: str, seed: int, notify
-) -> Result:
-    """One registration of ``src`` onto ``tgt`` with ``cfg`` (arguments checked by :func:`register`)."""
+    src: PointCloud,
+    tgt: PointCloud,
+    cfg: PipelineConfig,
+    init,
+    device: str,
+    seed: int,
+    notify,
+    *,
+    early=False,
+) -> Result | list[str]:
+    """One registration of ``src`` onto ``tgt`` with ``cfg`` (arguments checked by :func:`register`).
+
+    With ``early`` (a fallback is configured) and ``pipeline.fallback_early_matched_mass > 0``,
+    the run stops after its affine stage when :func:`early_fallback_reasons` finds any, and
+    returns them instead of a result."""
     x, y = src.points, tgt.points
     flow_model = None
     if "flow" in cfg.pipeline.stages:  # load and check now, before any work
@@ -404,6 +448,10 @@ def _register_once(
             }
         )
         notify("affine", "done")
+        if early and cfg.pipeline.fallback_early_matched_mass > 0:
+            reasons = early_fallback_reasons(res.transform, x, y, a, b, current, cfg, ms, seed)
+            if reasons:
+                return reasons
     # The later stages, once per candidate frame of the flow network (``flow.axes``; one run
     # without the flow stage), each from the same random state; the run whose end state fits
     # the target best (:meth:`_TailRun.score`, :func:`keep_frame`) is kept and every candidate's

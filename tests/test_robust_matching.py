@@ -238,6 +238,7 @@ def test_the_lung_fallback_is_the_lung_preset_with_the_documented_changes():
     }
     assert changed == {
         ("pipeline", "fallback"),
+        ("pipeline", "fallback_early_matched_mass"),
         ("pipeline", "mass"),
         ("affine", "reach"),
         ("affine", "reach_floor"),
@@ -269,6 +270,7 @@ def _fake_result(reasons, matched=0.95, target_matched=0.95):
         (_fake_result([], matched=0.7), _fake_result([]), True, "fallback"),
         (_fake_result([], target_matched=0.8), _fake_result(["x"]), True, "first"),  # ok beats suspect
         (_fake_result(["folds"]), _fake_result(["folds"]), True, "fallback"),
+        (["after the affine stage, matched mass 0.5 < 0.75"], _fake_result(["x"]), True, "fallback"),
     ],
 )
 def test_the_fallback_runs_when_called_for_and_never_swaps_an_ok_result_for_a_suspect_one(
@@ -278,8 +280,9 @@ def test_the_fallback_runs_when_called_for_and_never_swaps_an_ok_result_for_a_su
 
     calls = []
 
-    def once(src, tgt, cfg, *args):
+    def once(src, tgt, cfg, *args, early=False):
         calls.append(cfg.pipeline.fallback)
+        assert early == (len(calls) == 1)  # only the first run may stop after its affine stage
         return first if len(calls) == 1 else second
 
     monkeypatch.setattr(pipeline, "_register_once", once)
@@ -289,6 +292,8 @@ def test_the_fallback_runs_when_called_for_and_never_swaps_an_ok_result_for_a_su
     assert result is (first if kept == "first" else second)
     record = result.metrics["fallback"]
     assert record["kept"] == kept and bool(record["triggered_by"]) == ran
+    if isinstance(first, list):  # stopped after its affine stage: no first result to keep
+        assert record["triggered_by"] == first and record["first"] is None
 
 
 def test_a_fallback_with_a_fallback_of_its_own_is_refused(tmp_path):

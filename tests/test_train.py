@@ -247,6 +247,7 @@ def test_flow_stage_with_a_trained_checkpoint_runs_end_to_end(trained, tmp_path)
         load_config("lung"),
         [
             'pipeline.stages=["affine", "flow", "spline"]',
+            'pipeline.fallback=""',  # the flow stage's run itself, whatever its reliability
             f'flow.model="{out}"',
             "affine.blurs=[30.0, 15.0]",
             "spline.sigmas=[20.0]",
