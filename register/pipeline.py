@@ -25,7 +25,7 @@ from register.core.transforms import Affine, Composite
 from register.errors import ConfigError, InputError
 from register.kernels.select import choose_backend
 from register.metrics import chamfer
-from register.reliability import MATCH_MAX_ITER, Reliability, assess
+from register.reliability import MATCH_MAX_ITER, MIN_MATCHED_MASS, Reliability, assess
 from register.stages.affine import affine_robot
 from register.stages.common import MatchSettings, per_level, to_numpy
 from register.stages.flow import check_inputs, flow_predict, load_flow_model
@@ -304,9 +304,12 @@ def register(
         on_stage: called as ``on_stage(name, "start" | "done")`` (the CLI's progress display).
 
     With ``pipeline.fallback`` set (the ``lung`` preset), a first result whose reliability
-    report is suspect, or whose matched mass is below ``pipeline.fallback_matched_mass``, is
-    registered again with the fallback settings; the second result is kept unless it is
-    suspect while the first was not (``metrics["fallback"]`` records the choice).
+    report is suspect, or whose matched mass (source or target) is below
+    ``pipeline.fallback_matched_mass``, is registered again with the fallback settings; the
+    second result is kept unless it is suspect while the first was not. With
+    ``pipeline.fallback_early_matched_mass``, the first run already stops after its affine stage
+    when a matched mass there is below it (:func:`early_fallback_reasons`).
+    ``metrics["fallback"]`` records the choice.
 
     Returns:
         :class:`Result`.
@@ -355,7 +358,8 @@ def register(
 def fallback_reasons(report: Reliability, min_matched_mass: float) -> list[str]:
     """Why the first result calls for the fallback settings (empty: it does not)."""
     reasons = list(report.reasons)
-    if not report.matched_mass >= min_matched_mass and not any("matched mass" in r for r in reasons):
+    # (the verdict's own reasons already name a matched mass below MIN_MATCHED_MASS)
+    if report.matched_mass >= MIN_MATCHED_MASS and not report.matched_mass >= min_matched_mass:
         reasons.append(f"matched mass {report.matched_mass:.2f} < {min_matched_mass:g}")
     if not report.target_matched_mass >= min_matched_mass:
         reasons.append(f"target matched mass {report.target_matched_mass:.2f} < {min_matched_mass:g}")

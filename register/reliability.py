@@ -159,17 +159,12 @@ def thresholds() -> dict[str, float]:
     }
 
 
-def positive_median(spacings: np.ndarray) -> float:
-    """Median of the positive, finite ``spacings (N,)`` (:func:`nearest_spacings`), data units:
-    duplicates ignored; 1 when every point coincides."""
-    s = spacings[(spacings > 0) & np.isfinite(spacings)]
-    return float(np.median(s)) if len(s) else 1.0
-
-
 def median_spacing(points: np.ndarray) -> float:
     """Median positive nearest-neighbour spacing of ``points (N, D)``, data units (duplicates
     ignored; 1 when every point coincides)."""
-    return positive_median(nearest_spacings(points))
+    s = nearest_spacings(points)
+    s = s[(s > 0) & np.isfinite(s)]
+    return float(np.median(s)) if len(s) else 1.0
 
 
 def matched_mass(confidence: np.ndarray, masses: np.ndarray) -> float:

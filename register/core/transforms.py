@@ -51,6 +51,11 @@ class Transform:
         """``(N, D, D)`` Jacobian matrices ``J_ab = d T_a / d x_b`` at ``(N, D)`` points (exact)."""
         raise NotImplementedError
 
+    def apply_with_jacobian(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(apply(points), jacobian(points))``; a transform that gets both from one
+        evaluation (a kernel field) overrides it."""
+        return self.apply(points), self.jacobian(points)
+
     def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
         """The arrays that describe this transform, keys prefixed by ``prefix``."""
         raise NotImplementedError
@@ -307,12 +312,8 @@ class Composite(Transform):
         n, dim = z.shape  # an empty composite is the identity of any dimension
         jac = np.broadcast_to(np.eye(dim), (n, dim, dim)).copy()
         for step in self.steps:
-            if isinstance(step, KernelField):
-                z_next, j = step.apply_with_jacobian(z)
-            else:
-                z_next, j = step.apply(z), step.jacobian(z)
+            z, j = step.apply_with_jacobian(z)
             jac = j @ jac
-            z = z_next
         return jac
 
     def then(self, step: Transform) -> Composite:
