@@ -184,7 +184,8 @@ class RunConfig:
             002: 1.26 -> 4.52 mm).
         fallback: settings (a preset name or a ``.toml`` path; "" = none) with which the
             registration runs again, from the inputs, when the first result's reliability
-            report is suspect or its matched mass is below ``fallback_matched_mass``: the
+            report is suspect, its matched mass is below ``fallback_matched_mass``, or its
+            counterparts (:mod:`register.partners`) say the pair is incomplete: the
             balanced schedules that are most accurate on complete pairs (every point with a
             partner) can end far off when the clouds are not complete. The second result is
             kept unless it is suspect while the first was not. ``--set`` changes the first
@@ -192,7 +193,11 @@ class RunConfig:
         fallback_matched_mass: matched mass (the reliability report's, in [0, 1]) below which
             the fallback runs: complete, well-registered pairs leave ~5 % of the mass unmatched
             (the entropic blur of the report's matching); below 0.9, a tenth of the mass has
-            no counterpart within the report's reach.
+            no counterpart within the report's reach. The same threshold applies to a copy pair's
+            partnered fraction (``register.partners`` (1): complete copy pairs read 0.99-1.00).
+        fallback_stray_fraction: stray fraction (``register.partners`` (2)) above which the
+            fallback runs: complete pairs after registration leave at most 0.2 % of either
+            cloud stray (Lung250M-4B keypoints), outliers scattered around a shape about 1 %.
         fallback_early_matched_mass: the same test once already after the affine stage, with
             this threshold (0: off): below it, the first run stops there and the fallback runs
             at once (a pair that far from complete will call for it anyway).
@@ -210,6 +215,7 @@ class RunConfig:
     warm_start: bool = False
     fallback: str = ""
     fallback_matched_mass: float = 0.9
+    fallback_stray_fraction: float = 0.005
     fallback_early_matched_mass: float = 0.0
 
 
@@ -329,7 +335,7 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
                 raise ConfigError(
                     f"{origin}: {table}.{key} has {m} values but {table}.blurs has {n}; give one value or {n}"
                 )
-    for key in ("fallback_matched_mass", "fallback_early_matched_mass"):
+    for key in ("fallback_matched_mass", "fallback_stray_fraction", "fallback_early_matched_mass"):
         value = getattr(cfg.pipeline, key)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{origin}: pipeline.{key} = {value}: must be in [0, 1]")

@@ -336,7 +336,9 @@ def register(
     if isinstance(first, list):  # abandoned after its affine stage, for these reasons
         reasons, first = first, None
     else:
-        reasons = fallback_reasons(first.reliability, cfg.pipeline.fallback_matched_mass)
+        reasons = fallback_reasons(
+            first.reliability, cfg.pipeline.fallback_matched_mass, cfg.pipeline.fallback_stray_fraction
+        )
     record = {"settings": cfg.pipeline.fallback, "triggered_by": reasons, "kept": "first"}
     result = first
     if reasons:
@@ -355,14 +357,25 @@ def register(
     return result
 
 
-def fallback_reasons(report: Reliability, min_matched_mass: float) -> list[str]:
-    """Why the first result calls for the fallback settings (empty: it does not)."""
+def fallback_reasons(
+    report: Reliability, min_matched_mass: float, max_stray_fraction: float = 1.0
+) -> list[str]:
+    """Why the first result calls for the fallback settings (empty: it does not): a suspect
+    verdict, a matched mass (either side) below ``min_matched_mass``, a copy pair's partnered
+    fraction below it, or a stray fraction above ``max_stray_fraction``
+    (:mod:`register.partners`)."""
     reasons = list(report.reasons)
     # (the verdict's own reasons already name a matched mass below MIN_MATCHED_MASS)
     if report.matched_mass >= MIN_MATCHED_MASS and not report.matched_mass >= min_matched_mass:
         reasons.append(f"matched mass {report.matched_mass:.2f} < {min_matched_mass:g}")
     if not report.target_matched_mass >= min_matched_mass:
         reasons.append(f"target matched mass {report.target_matched_mass:.2f} < {min_matched_mass:g}")
+    if report.copy_pair and not report.partnered_fraction >= min_matched_mass:
+        reasons.append(
+            f"copy pair, partnered fraction {report.partnered_fraction:.2f} < {min_matched_mass:g}"
+        )
+    if report.stray_fraction > max_stray_fraction:
+        reasons.append(f"stray fraction {report.stray_fraction:.3f} > {max_stray_fraction:g}")
     return reasons
 
 

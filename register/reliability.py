@@ -50,6 +50,7 @@ from scipy.spatial import cKDTree
 
 from register.core.sampling import nearest_spacings, subsample, subsample_indices
 from register.metrics import jacobian_determinants
+from register.partners import partners
 
 # ------------------------------------------------------------------ thresholds of the verdict
 # Less than half of the source mass matched: the registration explains a minority of the
@@ -121,6 +122,9 @@ class Reliability:
             (dimensionless; ``None`` when every probe folded); lower is better.
         log_jacobian_mean: their mean (log of the typical volume ratio; informative only).
         jacobian_points: probed source points.
+        copy_pair, partnered_fraction, stray_fraction: the pair's counterparts by nearest
+            neighbours (:mod:`register.partners`, (1)-(2)); informative: the verdict does not use
+            them, the ``pipeline.fallback`` trigger does.
         thresholds: the thresholds the verdict was judged by.
     """
 
@@ -138,6 +142,9 @@ class Reliability:
     log_jacobian_std: float | None
     log_jacobian_mean: float | None
     jacobian_points: int
+    copy_pair: bool = False
+    partnered_fraction: float = 1.0
+    stray_fraction: float = 0.0
     thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -331,6 +338,7 @@ def assess(
     # warped source (outliers, a larger field of view) leaves the source's side untouched.
     target_matched = matched_mass(matcher(ys, zs, bs, az, own_blur, own_reach), bs)
     folded, log_std, log_mean, probes = jacobian_summary(transform, source, seed=seed)
+    counterparts = partners(warped, target, a, b)
     reasons = judge(matched, before, after, folded, log_std)
     return Reliability(
         verdict="ok" if not reasons else "suspect: " + "; ".join(reasons),
@@ -347,5 +355,8 @@ def assess(
         log_jacobian_std=log_std,
         log_jacobian_mean=log_mean,
         jacobian_points=probes,
+        copy_pair=counterparts.copies,
+        partnered_fraction=counterparts.partnered_fraction,
+        stray_fraction=counterparts.stray_fraction,
         thresholds=thresholds(),
     )

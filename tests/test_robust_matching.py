@@ -249,7 +249,7 @@ def test_the_lung_fallback_is_the_lung_preset_with_the_documented_changes():
     }
 
 
-def _fake_result(reasons, matched=0.95, target_matched=0.95):
+def _fake_result(reasons, matched=0.95, target_matched=0.95, copies=False, partnered=1.0, stray=0.0):
     from types import SimpleNamespace
 
     report = SimpleNamespace(
@@ -257,6 +257,9 @@ def _fake_result(reasons, matched=0.95, target_matched=0.95):
         verdict="ok" if not reasons else "suspect: " + "; ".join(reasons),
         matched_mass=matched,
         target_matched_mass=target_matched,
+        copy_pair=copies,
+        partnered_fraction=partnered,
+        stray_fraction=stray,
     )
     return SimpleNamespace(
         reliability=report, metrics={"stage_seconds": {"affine": 1.0}, "reliability_seconds": 0.5}
@@ -270,6 +273,9 @@ def _fake_result(reasons, matched=0.95, target_matched=0.95):
         (_fake_result([], matched=0.7), _fake_result([]), True, "fallback"),
         (_fake_result([], target_matched=0.8), _fake_result(["x"]), True, "first"),  # ok beats suspect
         (_fake_result(["folds"]), _fake_result(["folds"]), True, "fallback"),
+        (_fake_result([], copies=True, partnered=0.8), _fake_result([]), True, "fallback"),
+        (_fake_result([], copies=False, partnered=0.8), None, False, "first"),  # not copies: not read
+        (_fake_result([], stray=0.03), _fake_result([]), True, "fallback"),
         (["after the affine stage, matched mass 0.5 < 0.75"], _fake_result(["x"]), True, "fallback"),
     ],
 )
