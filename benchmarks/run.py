@@ -162,6 +162,8 @@ def register_work(
         "stage_seconds": {s["name"]: s["seconds"] for s in result.stages},
         **{k: result.metrics.get(k) for k in ("backend", "chamfer_before", "chamfer_after", "reliability")},
     }
+    if "fallback" in result.metrics:  # the lung preset: what triggered a second run, which was kept
+        info["fallback"] = result.metrics["fallback"]
     return {"transform": result.transform, "info": info}
 
 

@@ -434,3 +434,26 @@ def test_realistic_tables_mark_methods_not_run_on_every_case(tmp_path: Path) -> 
     )
     assert "| 1.50 (2.0 s) | 2.00 (4.0 s) [run on 1/2] | timeout [run on 1/2, 0 ok] |" in row
     assert row.endswith("|  |  |")  # no peer ran on every case: no ratios
+
+
+@pytest.mark.parametrize("variant", ["crop", "outliers"])
+def test_the_lung_preset_falls_back_on_a_damaged_copy_pair(data: Path, variant: str) -> None:
+    """COPD landmarks, 300 points: the matched masses cannot see a 15 % crop or 20 % outliers
+    (their reach, 50-60 mm here, covers both), the counterparts can (register.partners): the
+    balanced first result is a copy pair with a third of the target, or a tenth of the source,
+    unpartnered, so the fallback runs; its result is many times closer."""
+    from benchmarks.run import _register_config
+    from register.pipeline import register
+
+    (case,) = suites.load_cases("realistic", data, [f"dirlab_copd.{variant}/copd1"])
+
+    def error(sets):
+        result = register(case.source, case.target, _register_config("lung", sets), device="cpu", seed=0)
+        return suites.evaluate(case, result.transform.apply(case.eval_source))["value"], result
+
+    balanced, _ = error(['pipeline.fallback=""'])
+    shipped, result = error([])
+    reasons = result.metrics["fallback"]["triggered_by"]
+    assert any(r.startswith("copy pair, partnered fraction") for r in reasons), reasons
+    assert result.metrics["fallback"]["kept"] == "fallback"
+    assert balanced > 2.0 and shipped < 0.5, (balanced, shipped)

@@ -162,7 +162,9 @@ def test_damaged_target_recovers_the_known_field_where_the_balanced_schedule_fai
     thinned target the lung preset as shipped sees that its first result is not to be trusted
     and keeps its fallback's. (Not on the crop: the reliability report's matching reaches 4
     sampling spacings, ~28 mm here, which spans the cropped slab of this coarse cloud: its
-    matched mass reads 0.93 and the first result, ~7.9 mm off, is kept.)"""
+    matched masses read 0.93; and the first result, ~7.9 mm off, leaves the warped source a
+    median 0.22 spacings from the target, too far to read as a copy pair (register.partners:
+    below 0.05). Its result is kept.)"""
     x, y, field = _smooth_pair()
     rng = np.random.default_rng(1)
     z_cut = np.quantile(y[:, 2], 0.85) if damage == "crop" else np.median(y[:, 2])
