@@ -97,6 +97,35 @@ def fit_kernel_field(
     Returns:
         The fitted :class:`KernelField`.
     """
+    return normal_equations(z, d, w, controls, sigma).solve(regularization)
+
+
+@dataclass(frozen=True)
+class NormalEquations:
+    """The data terms of (4) for one set of points, controls and width: ``gram (C, C)`` =
+    ``K_zp^T W K_zp``, ``rhs (C, D)`` = ``K_zp^T W d``, the controls' kernel ``k_pp (C, C)``
+    (float64), kept so that several smoothness levels ``lambda`` cost one solve each."""
+
+    controls: np.ndarray
+    sigma: float
+    gram: torch.Tensor
+    rhs: torch.Tensor
+    k_pp: torch.Tensor
+
+    def solve(self, regularization: float) -> KernelField:
+        """(4) at ``lambda = regularization``: ``(gram + lambda k_pp) alpha = rhs``."""
+        lhs = self.gram + regularization * self.k_pp
+        # A relative jitter keeps (4) solvable when controls nearly coincide.
+        lhs.diagonal().add_(1e-10 * float(lhs.diagonal().mean()))
+        alpha = solve_spd(lhs, self.rhs)
+        return KernelField(self.controls, alpha.numpy(), (self.sigma,))
+
+
+def normal_equations(
+    z: np.ndarray, d: np.ndarray, w: np.ndarray, controls: np.ndarray, sigma: float
+) -> NormalEquations:
+    """:class:`NormalEquations` of (4) for ``z (N, D)``, ``d (N, D)``, weights ``w (N,)``
+    (normalised to sum 1), ``controls (C, D)`` and kernel width ``sigma`` (data units)."""
     w = w / w.sum()
     centre = controls.mean(0)
     zc, pc = z - centre, controls - centre
@@ -105,16 +134,12 @@ def fit_kernel_field(
     if k_zp is None:  # wide kernel: dense blocks of K_zp, on the data aggregated per voxel
         zc, d, w = aggregate(zc, d, w, DATA_CELL * sigma)
         gram, rhs = weighted_normal_equations(zc, pc, w, d, sigma)
-        lhs = torch.from_numpy(gram) + regularization * k_pp
-        rhs = torch.from_numpy(rhs)
+        gram, rhs = torch.from_numpy(gram), torch.from_numpy(rhs)
     else:  # narrow kernel: sparse products, O(nnz) instead of O(N C^2)
         weighted = k_zp.multiply(w[:, None]).tocsr()
-        lhs = torch.from_numpy((k_zp.T @ weighted).toarray()) + regularization * k_pp
+        gram = torch.from_numpy((k_zp.T @ weighted).toarray())
         rhs = torch.from_numpy(np.asarray(weighted.T @ d))
-    # A relative jitter keeps (4) solvable when controls nearly coincide.
-    lhs.diagonal().add_(1e-10 * float(lhs.diagonal().mean()))
-    alpha = solve_spd(lhs, rhs)
-    return KernelField(controls, alpha.numpy(), (sigma,))
+    return NormalEquations(controls, sigma, gram, rhs, k_pp)
 
 
 def aggregate(
@@ -272,11 +297,14 @@ def spline_robot(
 
 def _subset_fitter(z, d, w, controls, sigma, regularization):
     """The held-out check's ``(mask, factor) -> v``: (4) solved on the points of ``mask`` with
-    smoothness ``factor * regularization``, returned as the displacement map of the field."""
+    smoothness ``factor * regularization``, returned as the displacement map of the field. The
+    normal equations of each mask are built once: a smoother retry of a round costs one solve."""
+    built: dict[bytes, NormalEquations] = {}
 
     def fit(mask: np.ndarray, factor: float):
-        return fit_kernel_field(
-            z[mask], d[mask], w[mask], controls, sigma, regularization * factor
-        ).displacement
+        key = np.packbits(mask).tobytes()
+        if key not in built:
+            built[key] = normal_equations(z[mask], d[mask], w[mask], controls, sigma)
+        return built[key].solve(regularization * factor).displacement
 
     return fit
