@@ -267,9 +267,12 @@ def spline_robot(
             )
             controls = z[ic] if grid is None else grid
             factor = 1.0
+            joined = None
             if shared is not None and not shared(z):
                 fit = _subset_fitter(source.points, d, w, controls, sigma, cfg.regularization)
-                verdict = check_round(source.points, d, w, folds(len(d), rng), fit)
+                in_a = folds(len(d), rng)
+                verdict = check_round(source.points, d, w, in_a, fit)
+                joined = fit.joined(in_a)
                 rounds.append({"factor": verdict.factor, "gain": verdict.gain, "se": verdict.se})
                 if verdict.factor is None:
                     dropped += 1
@@ -277,7 +280,10 @@ def spline_robot(
                     break
                 factor = verdict.factor
             dropped = 0
-            fld = fit_kernel_field(source.points, d, w, controls, sigma, cfg.regularization * factor)
+            if joined is not None:
+                fld = joined.solve(cfg.regularization * factor)
+            else:
+                fld = fit_kernel_field(source.points, d, w, controls, sigma, cfg.regularization * factor)
             record["controls"] = len(controls)
             z = fld.apply(z)
             fields.append(fld)
@@ -307,4 +313,20 @@ def _subset_fitter(z, d, w, controls, sigma, regularization):
             built[key] = normal_equations(z[mask], d[mask], w[mask], controls, sigma)
         return built[key].solve(regularization * factor).displacement
 
+    def joined(in_a):
+        """The whole round's equations from its two folds': weights normalised per fold, so
+        ``gram = (W_A gram_A + W_B gram_B) / (W_A + W_B)`` (likewise ``rhs``)."""
+        parts = []
+        for mask in (in_a, ~in_a):
+            key = np.packbits(mask).tobytes()
+            if key not in built:
+                built[key] = normal_equations(z[mask], d[mask], w[mask], controls, sigma)
+            parts.append((float(w[mask].sum()), built[key]))
+        total = sum(p[0] for p in parts)
+        gram = sum(wt / total * e.gram for wt, e in parts)
+        rhs = sum(wt / total * e.rhs for wt, e in parts)
+        e = parts[0][1]
+        return NormalEquations(e.controls, e.sigma, gram, rhs, e.k_pp)
+
+    fit.joined = joined
     return fit
