@@ -14,7 +14,8 @@ and scored on ``B`` (and the other way round) by the paired change
 passes when ``mean(Delta) + Z * se(Delta) < 0`` (``se``: the standard error of the mean over
 the held-out points). A round that fails at its smoothness ``lambda`` is tried again smoother,
 ``lambda * k`` for ``k`` in ``LAMBDA_STEPS``; the first ``k`` that passes is the one the round
-uses on all its points, and a round that no ``k`` rescues is dropped (no field this round).
+uses on all its points (:mod:`register.stages.spline` solves it from the two folds' normal
+equations, summed), and a round that no ``k`` rescues is dropped (no field this round).
 
 The check is skipped while the two clouds *share samples* (:func:`shares_samples`: most
 source points lie much closer to a target point than target points lie to one another, as

@@ -280,7 +280,8 @@ def spline_robot(
                     break
                 factor = verdict.factor
             dropped = 0
-            if joined is not None:
+            if joined is not None:  # the folds' equations summed: no third K^T W K (wide kernels:
+                # each fold aggregated per voxel on its own, the same O((cell / sigma)^2) error)
                 fld = joined.solve(cfg.regularization * factor)
             else:
                 fld = fit_kernel_field(source.points, d, w, controls, sigma, cfg.regularization * factor)
