@@ -318,13 +318,13 @@ def test_a_fallback_with_a_fallback_of_its_own_is_refused(tmp_path):
 def test_the_folds_normal_equations_add_up_to_the_whole_rounds():
     """Without aggregation (few points) the fit joined from the two folds' normal equations is
     the fit to all points: weights are normalised per fold and re-weighted by the folds' sums."""
-    from register.stages.spline import _subset_fitter
+    from register.stages.spline import _FoldFitter
 
     z, d, w = _field_data(noise=0.01, n=400)
     w = w * np.random.default_rng(5).uniform(0.5, 2.0, size=len(w))
     controls = z[::4]
     for sigma in (0.05, 0.3):  # a narrow (sparse) and a wide (dense, 400 voxels: none merged) kernel
-        fit = _subset_fitter(z, d, w, controls, sigma, 1e-3)
+        fit = _FoldFitter(z, d, w, controls, sigma, 1e-3)
         in_a = folds(len(z), np.random.default_rng(0))
         joined = fit.joined(in_a).solve(1e-2)
         whole = fit_kernel_field(z, d, w, controls, sigma, 1e-2)

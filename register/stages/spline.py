@@ -269,16 +269,16 @@ def spline_robot(
             factor = 1.0
             joined = None
             if shared is not None and not shared(z):
-                fit = _subset_fitter(source.points, d, w, controls, sigma, cfg.regularization)
+                fit = _FoldFitter(source.points, d, w, controls, sigma, cfg.regularization)
                 in_a = folds(len(d), rng)
                 verdict = check_round(source.points, d, w, in_a, fit)
-                joined = fit.joined(in_a)
                 rounds.append({"factor": verdict.factor, "gain": verdict.gain, "se": verdict.se})
                 if verdict.factor is None:
                     dropped += 1
                     log.info("spline level sigma=%.4g: round dropped by the held-out check", sigma)
                     break
                 factor = verdict.factor
+                joined = fit.joined(in_a)
             dropped = 0
             if joined is not None:  # the folds' equations summed: no third K^T W K (wide kernels:
                 # each fold aggregated per voxel on its own, the same O((cell / sigma)^2) error)
@@ -302,32 +302,33 @@ def spline_robot(
     return SplineResult(fields, to_numpy(final.confidence), ix, final.cost, levels, time.perf_counter() - t0)
 
 
-def _subset_fitter(z, d, w, controls, sigma, regularization):
+class _FoldFitter:
     """The held-out check's ``(mask, factor) -> v``: (4) solved on the points of ``mask`` with
     smoothness ``factor * regularization``, returned as the displacement map of the field. The
-    normal equations of each mask are built once: a smoother retry of a round costs one solve."""
-    built: dict[bytes, NormalEquations] = {}
+    normal equations of each mask are built once: a smoother retry costs one solve, and the
+    round's own fit is joined from its two folds' (:meth:`joined`)."""
 
-    def fit(mask: np.ndarray, factor: float):
+    def __init__(self, z, d, w, controls, sigma, regularization):
+        self.z, self.d, self.w, self.controls = z, d, w, controls
+        self.sigma, self.regularization = sigma, regularization
+        self.built: dict[bytes, NormalEquations] = {}
+
+    def equations(self, mask: np.ndarray) -> NormalEquations:
         key = np.packbits(mask).tobytes()
-        if key not in built:
-            built[key] = normal_equations(z[mask], d[mask], w[mask], controls, sigma)
-        return built[key].solve(regularization * factor).displacement
+        if key not in self.built:
+            self.built[key] = normal_equations(
+                self.z[mask], self.d[mask], self.w[mask], self.controls, self.sigma
+            )
+        return self.built[key]
 
-    def joined(in_a):
+    def __call__(self, mask: np.ndarray, factor: float):
+        return self.equations(mask).solve(self.regularization * factor).displacement
+
+    def joined(self, in_a: np.ndarray) -> NormalEquations:
         """The whole round's equations from its two folds': weights normalised per fold, so
         ``gram = (W_A gram_A + W_B gram_B) / (W_A + W_B)`` (likewise ``rhs``)."""
-        parts = []
-        for mask in (in_a, ~in_a):
-            key = np.packbits(mask).tobytes()
-            if key not in built:
-                built[key] = normal_equations(z[mask], d[mask], w[mask], controls, sigma)
-            parts.append((float(w[mask].sum()), built[key]))
-        total = sum(p[0] for p in parts)
+        parts = [(float(self.w[m].sum()), self.equations(m)) for m in (in_a, ~in_a)]
+        total = sum(wt for wt, _ in parts)
         gram = sum(wt / total * e.gram for wt, e in parts)
         rhs = sum(wt / total * e.rhs for wt, e in parts)
-        e = parts[0][1]
-        return NormalEquations(e.controls, e.sigma, gram, rhs, e.k_pp)
-
-    fit.joined = joined
-    return fit
+        return NormalEquations(self.controls, self.sigma, gram, rhs, parts[0][1].k_pp)
