@@ -201,6 +201,13 @@ class RunConfig:
         fallback_early_matched_mass: the same test once already after the affine stage, with
             this threshold (0: off): below it, the first run stops there and the fallback runs
             at once (a pair that far from complete will call for it anyway).
+        units: the physical unit the settings' lengths assume (``millimetres``, ``metres``;
+            "" for none), named by the extent check's message.
+        min_extent, max_extent: the range of a cloud's bounding-box diagonal, in data units,
+            that settings with ``units`` expect: a cloud outside it is refused before any work
+            (a lung given in metres, a normalised shape given to a millimetre preset), since
+            every blur, reach and kernel width would be off by the same factor. 0 and inf: no
+            check.
     """
 
     stages: list[str] = field(default_factory=lambda: ["affine", "spline"])
@@ -217,6 +224,9 @@ class RunConfig:
     fallback_matched_mass: float = 0.9
     fallback_stray_fraction: float = 0.005
     fallback_early_matched_mass: float = 0.0
+    units: str = ""
+    min_extent: float = 0.0
+    max_extent: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -339,6 +349,11 @@ def _check_values(cfg: PipelineConfig, origin: str) -> None:
         value = getattr(cfg.pipeline, key)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{origin}: pipeline.{key} = {value}: must be in [0, 1]")
+    lo, hi = cfg.pipeline.min_extent, cfg.pipeline.max_extent
+    if not (math.isfinite(lo) and 0 <= lo < hi):
+        raise ConfigError(
+            f"{origin}: pipeline.min_extent = {lo:g}, max_extent = {hi:g}: need 0 <= min_extent < max_extent"
+        )
     unknown = [s for s in cfg.pipeline.stages if s not in STAGES]
     if unknown:
         raise ConfigError(

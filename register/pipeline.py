@@ -143,6 +143,30 @@ def _as_cloud(points, what: str) -> PointCloud:
     return cloud
 
 
+def check_extent(cfg: PipelineConfig, cloud: PointCloud, settings: str = "these settings") -> None:
+    """Refuse ``cloud`` when its bounding-box diagonal (data units) lies outside
+    ``[pipeline.min_extent, pipeline.max_extent]``: settings whose lengths are physical
+    (``pipeline.units``) would run every blur, reach and kernel width off by the factor between
+    the units. ``settings`` names them in the message (e.g. ``"the lung preset"``).
+
+    Raises:
+        InputError: naming the cloud, its extent, the expected range and the unit.
+    """
+    lo, hi = cfg.pipeline.min_extent, cfg.pipeline.max_extent
+    if lo <= 0 and math.isinf(hi):
+        return
+    p = cloud.points
+    extent = float(np.linalg.norm(p.max(0) - p.min(0)))
+    if lo <= extent <= hi:
+        return
+    unit = cfg.pipeline.units or "data units"
+    raise InputError(
+        f"{cloud.label} spans {extent:.3g} units (bounding-box diagonal), but {settings} expect "
+        f"{unit}, in which such clouds span {lo:g}-{hi:g} (pipeline.min_extent, max_extent): "
+        f"rescale the points to {unit}, or use settings without units (preset default)"
+    )
+
+
 # A later candidate frame of the flow network replaces the first (the data's declared
 # convention) only when its end state scores this much lower (relative): differences of a few
 # tenths of a percent in the final matching cost are within the OT solutions' noise.
@@ -328,6 +352,8 @@ def register(
             f"{src.label} is {src.points.shape[1]}-D but {tgt.label} is {tgt.points.shape[1]}-D; "
             "both clouds must have the same dimension"
         )
+    for cloud in (src, tgt):  # before any work: settings in physical units on the wrong scale
+        check_extent(cfg, cloud, f"the {config} preset" if isinstance(config, str) else "these settings")
     device = resolve_device(device)
     notify = on_stage or (lambda name, state: None)
     first = _register_once(src, tgt, cfg, init, device, seed, notify, early=fallback is not None)

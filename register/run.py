@@ -199,7 +199,7 @@ def prepare(request: RunRequest) -> Inputs:
         InputError: a bad option, config value or file (the message names it).
     """
     from register.io import read_points
-    from register.pipeline import MIN_POINTS
+    from register.pipeline import MIN_POINTS, check_extent
 
     check_request(request)
     r = request
@@ -208,6 +208,9 @@ def prepare(request: RunRequest) -> Inputs:
     )
     src = read_points(request.source, min_points=MIN_POINTS)
     tgt = read_points(request.target, min_points=MIN_POINTS)
+    settings = f"the settings of {r.pipeline}" if r.pipeline.endswith(".toml") else f"the {r.pipeline} preset"
+    for cloud in (src, tgt):
+        check_extent(cfg, cloud, settings)
     pairs = read_landmarks(request.landmarks, src.points.shape[1]) if request.landmarks else None
     return Inputs(request, cfg, src, tgt, pairs)
 

@@ -294,7 +294,7 @@ def test_the_fallback_runs_when_called_for_and_never_swaps_an_ok_result_for_a_su
         return first if len(calls) == 1 else second
 
     monkeypatch.setattr(pipeline, "_register_once", once)
-    x = np.random.default_rng(0).uniform(size=(50, 3))
+    x = np.random.default_rng(0).uniform(size=(50, 3)) * 300  # mm: the lung preset checks the extent
     result = pipeline.register(x, x, "lung")
     assert calls == (["fallback/lung", ""] if ran else ["fallback/lung"])
     assert result is (first if kept == "first" else second)

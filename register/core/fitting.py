@@ -66,9 +66,14 @@ def fit_affine(x: np.ndarray, y: np.ndarray, w: np.ndarray, mode: str) -> Affine
 
 
 def rotation_angle_deg(r: np.ndarray) -> float:
-    """Angle of a 3-D rotation matrix, degrees (for reporting errors)."""
-    c = (np.trace(r) - 1) / 2
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+    """Angle of a 3-D rotation matrix, degrees (for reporting errors).
+
+    With ``v = (r32 - r23, r13 - r31, r21 - r12)``, ``|v| = 2 sin(theta)`` and
+    ``tr(r) - 1 = 2 cos(theta)``: ``atan2`` of the two is accurate at every angle, where
+    ``arccos((tr - 1) / 2)`` loses half the digits near 0 (a rounding of 1e-16 reads as 1e-6 degrees).
+    """
+    v = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+    return float(np.degrees(np.arctan2(np.linalg.norm(v), np.trace(r) - 1)))
 
 
 def grid_rotations(dim: int) -> list[np.ndarray]:

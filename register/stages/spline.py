@@ -202,7 +202,7 @@ def _displacements(lv: _Level, source: Clusters, debias: bool, warm=None):
     )
     d = to_numpy(matches.targets) - source.points
     if debias:
-        own = lv.ms.match(source.points, source.points, source.masses, source.masses, lv.blur, lv.reach)
+        own = lv.ms.self_match(source.points, source.masses, lv.blur, lv.reach)
         d -= to_numpy(own.targets) - source.points
     return matches, d, source.masses * to_numpy(matches.confidence)
 
