@@ -378,7 +378,7 @@ class OutputFolder:
         ``field.vtk``) into a temporary folder, then remove it: a format that cannot hold the
         source's attributes, or a writer's import failing (e.g. out of memory), fails now
         rather than after the registration."""
-        from register.io import write_points
+        from register.io import output_extension, write_points
 
         tiny = PointCloud(
             source.points[:4], {k: v[:4] for k, v in source.point_data.items()}, path=source.path
@@ -387,7 +387,7 @@ class OutputFolder:
         probe = self._temp("partial")
         try:
             probe.mkdir()
-            ext = "".join(Path(source.path).suffixes[-1:]) if source.path else ".ply"
+            ext = output_extension(source.path, ".ply") if source.path else ".ply"
             write_points(probe / f"warped{ext}", tiny.with_points(tiny.points, **extra))
             write_points(probe / "field.vtk", PointCloud(tiny.points, extra))
         except OSError as exc:
@@ -492,9 +492,9 @@ def result_bytes(n_points: int, dim: int, values: int = 0, levels: int = 1, land
 
 
 def _write_files(tmp: Path, source: PointCloud, result, metrics: dict) -> Path:
-    from register.io import write_points
+    from register.io import output_extension, write_points
 
-    ext = "".join(Path(source.path).suffixes[-1:]) if source.path else ".ply"
+    ext = output_extension(source.path, ".ply") if source.path else ".ply"
     warped_name = f"warped{ext}"
     result.transform.save(tmp / "transform.npz")
     extra = {"displacement": result.displacement, "confidence": result.confidence}

@@ -759,6 +759,13 @@ def test_supported_extensions_sorted() -> None:
         ".vtk",
         ".vtp",
         ".vtu",
+        # segmentation masks, read as voxel centres (register.io.images)
+        ".nii",
+        ".nii.gz",
+        ".nrrd",
+        ".nhdr",
+        ".mha",
+        ".mhd",
     }
 
 

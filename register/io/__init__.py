@@ -21,7 +21,7 @@ from pathlib import Path
 
 from register.core.pointcloud import PointCloud
 from register.errors import InputError
-from register.io import numpy_io, pcd, ply, text, vtk_io, vtk_xml
+from register.io import images, numpy_io, pcd, ply, text, vtk_io, vtk_xml
 from register.io._common import atomic_write, fail
 from register.io.registry import Format, FormatRegistry, Reader, Writer
 from register.io.validate import check_cloud
@@ -32,6 +32,7 @@ __all__ = [
     "Format",
     "FormatRegistry",
     "check_cloud",
+    "output_extension",
     "read_points",
     "read_weights",
     "register_format",
@@ -54,6 +55,8 @@ def builtin_registry() -> FormatRegistry:
     registry.register(".vtk", vtk_io.read_legacy_vtk, vtk_io.write_legacy_vtk)
     registry.register(".vtp", vtk_xml.read_vtp, vtk_io.write_vtp)
     registry.register(".vtu", vtk_xml.read_vtu, vtk_io.write_vtu)
+    for ext in images.IMAGE_EXTENSIONS:  # segmentation masks: voxel centres (read only)
+        registry.register(ext, images.read_mask_points, None)
     return registry
 
 
@@ -89,6 +92,21 @@ def unregister_format(ext: str) -> None:
 def supported_extensions() -> tuple[str, ...]:
     """Every extension currently registered (built-in and added), sorted."""
     return _REGISTRY.extensions()
+
+
+def output_extension(path: str | os.PathLike[str] | None, default: str = ".vtk") -> str:
+    """The extension to write results derived from the file ``path`` with: its own when the
+    format can be written (``".ply"`` stays ``".ply"``), else ``default`` (a mask read from
+    ``.nii.gz`` gives points, written as ``.vtk``)."""
+    if not path:
+        return default
+    path = Path(path)
+    compound = "".join(path.suffixes[-2:]).lower()
+    for ext in (compound, path.suffix.lower()):
+        fmt = _REGISTRY._formats.get(ext)
+        if fmt is not None:
+            return ext if fmt.writer is not None else default
+    return default
 
 
 def read_points(path: str | os.PathLike[str], *, min_points: int = 1) -> PointCloud:

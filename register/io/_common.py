@@ -337,13 +337,14 @@ def first_bad_token(rows: Sequence[Sequence[str]], parse: Callable[[str], object
     return -1, -1, ""
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None], *, suffix: str = ".tmp") -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then move it onto ``path``.
 
     The temporary file is created with the usual permissions (0666 minus the umask) and removed
-    if ``write`` raises, so a failed write never leaves a file behind.
+    if ``write`` raises, so a failed write never leaves a file behind. ``suffix`` ends its name
+    (a writer that picks the format by extension, e.g. ``".nii.gz"``, needs the real one).
     """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     os.close(fd)
     try:

@@ -30,14 +30,16 @@ class Format:
 
 
 def normalize_extension(ext: str) -> str:
-    """``"PLY"`` or ``".ply"`` -> ``".ply"``.
+    """``"PLY"`` or ``".ply"`` -> ``".ply"``; a compound extension such as ``".nii.gz"`` is one.
 
     Raises:
-        ValueError: ``ext`` is empty or contains a path separator or a dot inside.
+        ValueError: ``ext`` is empty, contains a path separator, an empty part or more than
+            two parts.
     """
     ext = ext.strip().lower()
     ext = ext if ext.startswith(".") else "." + ext
-    if len(ext) < 2 or "." in ext[1:] or "/" in ext or os.sep in ext:
+    parts = ext[1:].split(".")
+    if len(parts) > 2 or not all(parts) or "/" in ext or os.sep in ext:
         raise ValueError(f"invalid file extension {ext!r}: expected something like '.ply'")
     return ext
 
@@ -73,7 +75,9 @@ class FormatRegistry:
         Raises:
             InputError: the extension is unknown (the message lists the supported ones).
         """
-        ext = path.suffix.lower()
+        # A compound extension (".nii.gz") is matched before the last one (".gz").
+        compound = "".join(path.suffixes[-2:]).lower()
+        ext = compound if compound in self._formats else path.suffix.lower()
         fmt = self._formats.get(ext)
         if fmt is None:
             shown = f"'{ext}'" if ext else "no extension"
