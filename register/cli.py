@@ -475,6 +475,14 @@ def warp(
         Path,
         typer.Option("-o", "--output", help="Where to write the moved points (format from the extension)."),
     ],
+    inverse: Annotated[
+        bool,
+        typer.Option(
+            "--inverse",
+            help="Apply the inverse transform (INPUT in the target space, moved to the source); "
+            "refused where the field folds.",
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
@@ -498,6 +506,8 @@ def warp(
         )
     import numpy as np
 
+    if inverse:
+        tf = tf.inverse()
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, not warned
         moved = tf.apply(cloud.points)
     bad = ~np.isfinite(moved).all(axis=1)
@@ -509,9 +519,11 @@ def warp(
         )
     write_points(output, cloud.with_points(moved))
     if json_out:
-        typer.echo(json.dumps({"status": "ok", "output": str(output), "points": len(moved)}))
+        typer.echo(
+            json.dumps({"status": "ok", "output": str(output), "points": len(moved), "inverse": inverse})
+        )
     else:
-        _console().print(f"wrote {output} ({len(moved):,} points)")
+        _console().print(f"wrote {output} ({len(moved):,} points{', inverse transform' if inverse else ''})")
 
 
 @app.command("batch")
@@ -1080,8 +1092,9 @@ def _refuse_existing(output: Path, overwrite: bool, *inputs: tuple[Path, str]) -
             raise InputError(f"-o {output}: same file as {name}; write the result elsewhere")
 
 
-def _grid_field(transform: Path, reference: Path, tolerance: float | None):
-    """The transform at ``transform`` evaluated on the grid of the image ``reference``."""
+def _grid_field(transform: Path, reference: Path, tolerance: float | None, inverse: bool = False):
+    """The transform at ``transform`` (or its inverse) evaluated on the grid of the image
+    ``reference``."""
     from register.core.transforms import Transform
     from register.fields import displacement_on_grid
     from register.io.images import grid_of, read_sitk
@@ -1092,8 +1105,16 @@ def _grid_field(transform: Path, reference: Path, tolerance: float | None):
     if tolerance is not None and not tolerance > 0:
         raise InputError(f"--tolerance {tolerance}: must be > 0 (mm)")
     grid = grid_of(read_sitk(reference))
-    return displacement_on_grid(tf, grid, tolerance=tolerance)
+    return displacement_on_grid(tf.inverse() if inverse else tf, grid, tolerance=tolerance)
 
+
+Inverse = Annotated[
+    bool,
+    typer.Option(
+        "--inverse",
+        help="Use the inverse transform: for a MOVING -> FIXED registration (refused where the field folds).",
+    ),
+]
 
 Tolerance = Annotated[
     float | None,
@@ -1121,6 +1142,7 @@ def field_command(
             "learn2reg: voxel units, channels last (X, Y, Z, 3).",
         ),
     ] = "itk",
+    inverse: Inverse = False,
     tolerance: Tolerance = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     json_out: Annotated[
@@ -1141,12 +1163,13 @@ def field_command(
     if image_extension(output) is None:
         raise InputError(f"-o {output}: a field is an image; use .nii.gz, .nii, .mha or .nrrd")
     _refuse_existing(output, overwrite, (transform, "TRANSFORM"), (reference, "--reference"))
-    field = _grid_field(transform, reference, tolerance)
+    field = _grid_field(transform, reference, tolerance, inverse)
     write_field(output, field, fmt)
     out = {
         "status": "ok",
         "output": str(output),
         "format": fmt,
+        "inverse": inverse,
         "grid": list(field.grid.shape),
         "stride": field.stride,
         "max_error_mm": field.max_error,
@@ -1175,6 +1198,7 @@ def warp_image_command(
     interpolation: Annotated[
         str, typer.Option(help="linear (intensities) or nearest (label maps).")
     ] = "linear",
+    inverse: Inverse = False,
     tolerance: Tolerance = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     json_out: Annotated[
@@ -1194,7 +1218,7 @@ def warp_image_command(
         output, overwrite, (transform, "TRANSFORM"), (moving, "MOVING"), (reference, "--reference")
     )
     image = read_sitk(moving)
-    field = _grid_field(transform, reference, tolerance)
+    field = _grid_field(transform, reference, tolerance, inverse)
     write_sitk(output, warp_image(image, field, interpolation=interpolation))
     if json_out:
         typer.echo(json.dumps({"status": "ok", "output": str(output), "max_error_mm": field.max_error}))

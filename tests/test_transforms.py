@@ -345,3 +345,47 @@ def test_voxel_labels_by_integer_key_equal_the_row_wise_unique(rng, monkeypatch)
     assert n == int(expected.max()) + 1
     tiny, n_tiny = voxel_labels(z, 1e-13)  # 2e15 voxels per axis: the row-wise fallback
     assert n_tiny == len(np.unique(z, axis=0)) and len(tiny) == len(z)
+
+
+# ------------------------------------------------------------------ inverse of kernel fields
+
+
+def _smooth_field(rng, amplitude: float) -> KernelField:
+    controls = rng.uniform(0, 100, (40, 3))
+    weights = rng.normal(0, amplitude, (40, 3))
+    return KernelField(controls, weights, (30.0, 15.0))
+
+
+def test_inverse_kernel_field_round_trips_both_ways(rng):
+    field = _smooth_field(rng, 3.0)
+    x = rng.uniform(-20, 120, (2000, 3))
+    y = field.apply(x)
+    magnitude = np.linalg.norm(y - x, axis=1).max()
+    assert magnitude > 5  # a field worth inverting
+    inv = field.inverse()
+    np.testing.assert_allclose(inv.apply(y), x, atol=1e-4)
+    np.testing.assert_allclose(field.apply(inv.apply(x)), x, atol=1e-4)
+    # J_{T^-1}(T(x)) J_T(x) = I
+    prod = inv.jacobian(y[:50]) @ field.jacobian(x[:50])
+    np.testing.assert_allclose(prod, np.broadcast_to(np.eye(3), prod.shape), atol=1e-6)
+    assert inv.inverse() is field
+
+
+def test_composite_inverse_with_kernel_fields_saves_and_loads(rng, tmp_path):
+    tf = Composite([Affine(np.diag([1.1, 0.9, 1.0]), [3.0, -2.0, 1.0]), _smooth_field(rng, 2.0)])
+    x = rng.uniform(0, 100, (500, 3))
+    inv = tf.inverse()
+    np.testing.assert_allclose(inv.apply(tf.apply(x)), x, atol=1e-4)
+    inv.save(tmp_path / "inv.npz")
+    loaded = Transform.load(tmp_path / "inv.npz")
+    assert [s.kind for s in loaded.steps] == ["inverse_kernel_field", "affine"]
+    np.testing.assert_array_equal(loaded.apply(tf.apply(x)), inv.apply(tf.apply(x)))
+
+
+def test_inverse_of_a_folding_field_is_refused():
+    # v(x) = w exp(-|x|^2 / 2): T folds where |w| exp(-1/2) > 1 along w (here |w| = 4).
+    field = KernelField(np.zeros((1, 3)), np.array([[4.0, 0.0, 0.0]]), (1.0,))
+    x = np.c_[np.linspace(-3, 3, 601), np.zeros((601, 2))]
+    assert (np.linalg.det(field.jacobian(x)) <= 0).any()  # the field folds
+    with pytest.raises(InputError, match="no unique inverse"):
+        field.inverse().apply(field.apply(x))

@@ -10,6 +10,7 @@ and the entry in every error.
 Kinds:
     * :class:`Affine`     ``T(x) = A x + t``
     * :class:`KernelField` ``T(x) = x + sum_c K(x, c) w_c`` with a multi-scale Gaussian kernel
+    * :class:`InverseKernelField` ``T^-1`` of a kernel field, solved by Newton's method
     * :class:`Composite`  ``T = T_n o ... o T_1`` (applied first to last)
 """
 
@@ -286,6 +287,126 @@ class KernelField(Transform):
             raise entries.error(prefix + "sigmas", f"kernel widths must be > 0, got {sigmas[:8].tolist()}")
         return cls(controls, weights, tuple(sigmas))
 
+    def inverse(self) -> InverseKernelField:
+        """``T^-1``, evaluated pointwise by Newton's method (:class:`InverseKernelField`)."""
+        return InverseKernelField(self)
+
+
+@dataclass
+class InverseKernelField(Transform):
+    """``T^-1`` of a kernel field ``T(x) = x + v(x)``: ``apply(y)`` solves ``x + v(x) = y``.
+
+    Newton's method on the residual ``r(x) = x + v(x) - y``:
+
+        x_0 = y - v(y),    x_{k+1} = x_k - J(x_k)^-1 r(x_k),    J = I + dv/dx           (1)
+
+    with step halving (up to 8 times) wherever a full step does not reduce ``|r|``. ``x_0`` is
+    exact to first order (``v(y - v(y)) = v(y) + O(|v| |dv/dx|)``), so a smooth field takes 2-4
+    steps to ``|r| <= tolerance``. A point is refused (``InputError``) when it does not converge
+    within ``max_iterations`` or its solution has ``det J <= 0``: there the field folds and
+    ``T`` has no unique inverse.
+
+    Attributes:
+        forward: the field ``T``.
+        tolerance: largest accepted ``|T(x) - y|``, data units; ``None`` for ``1e-6`` times the
+            smallest kernel width (5e-6 mm for lung fields of width >= 5 mm).
+        max_iterations: Newton steps per point before it is refused.
+    """
+
+    forward: KernelField
+    tolerance: float | None = None
+    max_iterations: int = 50
+    kind = "inverse_kernel_field"
+
+    @property
+    def dim(self) -> int:
+        return self.forward.dim
+
+    def _tolerance(self) -> float:
+        return self.tolerance if self.tolerance is not None else 1e-6 * min(self.forward.sigmas)
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        return self.apply_with_jacobian(points)[0]
+
+    def jacobian(self, points: np.ndarray) -> np.ndarray:
+        return self.apply_with_jacobian(points)[1]
+
+    def apply_with_jacobian(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(T^-1(y) (N, D), J_{T^-1}(y) = J_T(T^-1(y))^-1 (N, D, D))`` by (1).
+
+        Raises:
+            InputError: points where the iteration does not converge or the field folds.
+        """
+        y = self.check_points(points)
+        tol = self._tolerance()
+        x = y - self.forward.displacement(y)  # x_0 of (1)
+        active = np.arange(len(y))  # points still iterating
+        jac = np.empty((len(y), self.dim, self.dim))
+        for _ in range(self.max_iterations + 1):
+            tx, j = self.forward.apply_with_jacobian(x[active])
+            r = tx - y[active]
+            norm = np.linalg.norm(r, axis=1)
+            done = norm <= tol
+            jac[active[done]] = j[done]
+            active, r, j, norm = active[~done], r[~done], j[~done], norm[~done]
+            if not len(active):
+                break
+            folded = np.linalg.det(j) <= 0
+            if folded.any():
+                self._refuse(y, active[folded], "folds (Jacobian determinant <= 0 on the way)")
+            step = np.linalg.solve(j, r[:, :, None])[:, :, 0]
+            x[active] = self._damped(x[active], y[active], step, norm)
+        else:
+            self._refuse(y, active, f"did not converge in {self.max_iterations} Newton steps")
+        folded = np.linalg.det(jac) <= 0
+        if folded.any():
+            self._refuse(y, np.flatnonzero(folded), "folds (Jacobian determinant <= 0)")
+        return x, np.linalg.inv(jac)
+
+    def _damped(self, x: np.ndarray, y: np.ndarray, step: np.ndarray, norm: np.ndarray) -> np.ndarray:
+        """``x - h step`` with ``h = 1, 1/2, ..., 1/256``: the first ``h`` that lowers ``|r|``
+        (each point on its own; ``h = 1/256`` is kept where none does)."""
+        out = x - step
+        worse = np.linalg.norm(self.forward.apply(out) - y, axis=1) >= norm
+        h = 1.0
+        for _ in range(8):
+            if not worse.any():
+                break
+            h /= 2
+            idx = np.flatnonzero(worse)
+            out[idx] = x[idx] - h * step[idx]
+            worse[idx] = np.linalg.norm(self.forward.apply(out[idx]) - y[idx], axis=1) >= norm[idx]
+        return out
+
+    def _refuse(self, y: np.ndarray, bad: np.ndarray, why: str) -> None:
+        first = ", ".join(f"{c:.4g}" for c in y[bad[0]])
+        raise InputError(
+            f"the inverse of this transform is not defined at {len(bad):,} of {len(y):,} points "
+            f"(first: ({first})): the kernel field {why}; the transform has no unique inverse there"
+        )
+
+    def inverse(self) -> KernelField:
+        return self.forward
+
+    def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        return {
+            prefix + "kind": np.array(self.kind),
+            prefix + "tolerance": np.array(self._tolerance()),
+            prefix + "max_iterations": np.array(self.max_iterations),
+            **self.forward.to_arrays(prefix + "forward/"),
+        }
+
+    @classmethod
+    def _from_entries(cls, entries: _Entries, prefix: str, depth: int) -> InverseKernelField:
+        forward = entries.transform(prefix + "forward/", depth + 1)
+        if not isinstance(forward, KernelField):
+            raise entries.error(prefix + "forward/kind", f"must be a kernel field, got {forward.kind!r}")
+        tolerance = float(entries.numbers(prefix + "tolerance", shape=()))
+        iterations = entries.integer(prefix + "max_iterations")
+        if tolerance <= 0 or not 1 <= iterations <= 10_000:
+            raise entries.error(prefix + "tolerance", "and max_iterations must be > 0")
+        return cls(forward, tolerance, iterations)
+
 
 @dataclass
 class Composite(Transform):
@@ -321,7 +442,8 @@ class Composite(Transform):
         return Composite([*self.steps, step])
 
     def inverse(self) -> Composite:
-        """Inverse when every step is invertible (affine steps only)."""
+        """``T^-1 = T_1^-1 o ... o T_n^-1``: affine steps inverted exactly, kernel fields by
+        Newton's method (:class:`InverseKernelField`; raises where a field folds)."""
         missing = [s.kind for s in self.steps if not hasattr(s, "inverse")]
         if missing:
             raise InputError(f"this transform has non-invertible steps ({', '.join(missing)})")
@@ -353,7 +475,12 @@ class Composite(Transform):
         return cls(steps)
 
 
-KINDS: dict[str, type[Transform]] = {"affine": Affine, "kernel_field": KernelField, "composite": Composite}
+KINDS: dict[str, type[Transform]] = {
+    "affine": Affine,
+    "kernel_field": KernelField,
+    "inverse_kernel_field": InverseKernelField,
+    "composite": Composite,
+}
 
 
 def _describe(arr: np.ndarray) -> str:
