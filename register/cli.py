@@ -162,7 +162,7 @@ def run(
     source: Annotated[
         Path,
         typer.Argument(
-            help="Source points (moved onto the target): .ply .pcd .xyz .txt .csv .npy .npz .vtk .vtp .vtu"
+            help="Source points (moved onto the target): .ply .pcd .xyz .txt .csv .npy .npz (ARCHIVE.npz:KEY for one array) .vtk .vtp .vtu, meshes .obj .stl .off, LiDAR .las .laz .bin (KITTI), masks .nii.gz .nrrd .mha"
         ),
     ],
     target: Annotated[Path, typer.Argument(help="Target points (stay fixed), same units as SRC.")],
@@ -198,6 +198,12 @@ def run(
             help="SRC_LM TGT_LM: corresponding landmarks (rows match); TRE before/after is reported."
         ),
     ] = None,
+    drop_nan: Annotated[
+        bool,
+        typer.Option(
+            help="Drop points with NaN/Inf coordinates (LiDAR returns) instead of refusing the file."
+        ),
+    ] = False,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -240,11 +246,21 @@ def run(
         set_ or [],
         backend,
         landmarks,
+        drop_nan,
     )
     if json_out:
         from register.outputs import json_safe
 
         typer.echo(json.dumps(json_safe(summary), indent=2))
+
+
+def _stem(path: Path) -> str:
+    """A cloud's name for the default output folder: ``lung.ply`` -> ``lung``,
+    ``pair.npz:pc1`` -> ``pair_pc1``."""
+    from register.io import split_member
+
+    file, key = split_member(path)
+    return file.stem if key is None else f"{file.stem}_{key}"
 
 
 def _run(
@@ -263,13 +279,24 @@ def _run(
     overrides,
     backend,
     landmarks,
+    drop_nan=False,
 ) -> dict:
     from register.outputs import check_output, write_result
     from register.run import RunRequest, check_request, input_files, prepare, result_size
 
-    outdir = output or Path(f"{source.stem}_to_{target.stem}")
+    outdir = output or Path(f"{_stem(source)}_to_{_stem(target)}")
     request = RunRequest(
-        source, target, pipeline, stages, weights, device, seed, tuple(overrides), backend, landmarks
+        source,
+        target,
+        pipeline,
+        stages,
+        weights,
+        device,
+        seed,
+        tuple(overrides),
+        backend,
+        landmarks,
+        drop_nan,
     )
     check_request(request)
     # Before any work: the output folder (never over an input or a folder of the user's) ...
@@ -326,6 +353,7 @@ def _run(
         "landmarks": metrics.get("landmarks"),
         "reliability": metrics.get("reliability"),
         "fallback": metrics.get("fallback"),
+        "dropped_points": metrics.get("dropped_points"),
     }
     if not quiet:
         _print_summary(summary)
@@ -370,6 +398,9 @@ def _print_summary(summary: dict) -> None:
 
     table = Table(title="register", show_header=False, title_justify="left")
     table.add_row("points", f"{summary['source_points']:,} -> {summary['target_points']:,}")
+    if summary.get("dropped_points"):
+        dropped = summary["dropped_points"]
+        table.add_row("dropped (NaN/Inf)", f"{dropped['source']:,} source, {dropped['target']:,} target")
     table.add_row(
         "chamfer before -> after",
         f"{summary['chamfer_before']:.4g} -> {summary['chamfer_after']:.4g} (data units)",

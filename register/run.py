@@ -53,6 +53,7 @@ class RunRequest:
         overrides: ``TABLE.KEY=VALUE`` config overrides.
         backend: kernel backend, or ``None`` for the pipeline's.
         landmarks: ``(source_landmarks, target_landmarks)`` files, rows in correspondence.
+        drop_nan: drop points with NaN/Inf coordinates on reading instead of refusing the file.
     """
 
     source: Path
@@ -65,6 +66,7 @@ class RunRequest:
     overrides: tuple[str, ...] = ()
     backend: str | None = None
     landmarks: tuple[Path, Path] | None = None
+    drop_nan: bool = False
 
 
 @dataclass
@@ -173,7 +175,13 @@ def check_request(request: RunRequest) -> None:
 def input_files(request: RunRequest) -> list[Path]:
     """Every file ``request`` reads: points, landmarks and a pipeline ``.toml`` (none of them may be
     inside the output folder)."""
-    files = [Path(request.source), Path(request.target), *(Path(p) for p in request.landmarks or ())]
+    from register.io import file_part
+
+    files = [
+        file_part(request.source),
+        file_part(request.target),
+        *(Path(p) for p in request.landmarks or ()),
+    ]
     if request.pipeline.endswith(".toml"):
         files.append(Path(request.pipeline))
     return files
@@ -206,8 +214,8 @@ def prepare(request: RunRequest) -> Inputs:
     cfg = build_config(
         r.pipeline, stages=r.stages, weights=r.weights, overrides=r.overrides, backend=r.backend
     )
-    src = read_points(request.source, min_points=MIN_POINTS)
-    tgt = read_points(request.target, min_points=MIN_POINTS)
+    src = read_points(request.source, min_points=MIN_POINTS, drop_nan=r.drop_nan)
+    tgt = read_points(request.target, min_points=MIN_POINTS, drop_nan=r.drop_nan)
     settings = f"the settings of {r.pipeline}" if r.pipeline.endswith(".toml") else f"the {r.pipeline} preset"
     for cloud in (src, tgt):
         check_extent(cfg, cloud, settings)
@@ -246,6 +254,8 @@ def execute(inputs: Inputs, on_stage: Callable[[str, str], None] | None = None):
         "stages": result.stages,
         "versions": versions(),
     }
+    if req.drop_nan:
+        metrics["dropped_points"] = {"source": inputs.source.dropped, "target": inputs.target.dropped}
     if inputs.landmarks is not None:
         metrics["landmarks"] = {
             **landmark_errors(result.transform, *inputs.landmarks),

@@ -289,7 +289,7 @@ def test_warp_source_reproduces_the_run(run, pair, tmp_path):
     out = tmp_path / "moved.ply"
     result = invoke(["warp", outdir / "transform.npz", pair[0], "-o", out, "--json"])
     assert result.exit_code == 0, stderr_of(result)
-    assert json.loads(result.stdout) == {"status": "ok", "output": str(out), "points": 300}
+    assert json.loads(result.stdout) == {"status": "ok", "output": str(out), "points": 300, "inverse": False}
     moved = read_points(out)
     np.testing.assert_allclose(moved.points, warped_points(outdir), rtol=0, atol=1e-9)
     np.testing.assert_array_equal(moved.point_data["radius"], read_points(pair[0]).point_data["radius"])

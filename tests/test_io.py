@@ -538,11 +538,11 @@ def test_real_copd_legacy_vtk_matches_vtk_reader() -> None:
 
 
 def test_unknown_extension_lists_supported_ones(tmp_path: Path) -> None:
-    path = tmp_path / "cloud.las"
+    path = tmp_path / "cloud.e57"
     path.write_bytes(b"whatever")
     message = expect_error(path, "unknown", ".ply", ".vtk")
     assert all(ext in message for ext in SUPPORTED_EXTENSIONS)
-    with pytest.raises(InputError, match="cloud.las"):
+    with pytest.raises(InputError, match="cloud.e57"):
         write_points(path, make_cloud())
 
 
@@ -766,11 +766,18 @@ def test_supported_extensions_sorted() -> None:
         ".nhdr",
         ".mha",
         ".mhd",
+        # meshes (register.io.meshes) and LiDAR (register.io.lidar)
+        ".obj",
+        ".stl",
+        ".off",
+        ".las",
+        ".laz",
+        ".bin",
     }
 
 
 def test_import_does_not_load_heavy_modules() -> None:
-    heavy = "('pyvista', 'vtk', 'vtkmodules', 'torch')"
+    heavy = "('pyvista', 'vtk', 'vtkmodules', 'torch', 'meshio', 'laspy')"
     code = f"import sys, register.io; print(sorted(m for m in {heavy} if m in sys.modules))"
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}

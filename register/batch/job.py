@@ -117,7 +117,9 @@ def sha256(path: Path) -> str:
 
 def fingerprint(job: PairJob) -> dict:
     """The settings and input checksums that determine a pair's result (not times or threads)."""
-    inputs = [job.source, job.target, *(job.landmarks or ())]
+    from register.io import file_part
+
+    inputs = [file_part(job.source), file_part(job.target), *(job.landmarks or ())]
     return {
         "source": str(job.source),
         "target": str(job.target),

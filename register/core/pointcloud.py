@@ -22,6 +22,8 @@ class PointCloud:
         lines: ``(L, 2)`` int64 vertex indices of line segments, or ``None``.
         path: the file the cloud came from, used in error messages (``None`` if made
             in memory).
+        dropped: how many points of the file were removed on reading (NaN/Inf coordinates
+            with ``read_points(..., drop_nan=True)``), 0 otherwise.
     """
 
     points: np.ndarray
@@ -29,6 +31,7 @@ class PointCloud:
     faces: np.ndarray | None = None
     lines: np.ndarray | None = None
     path: str | None = None
+    dropped: int = 0
 
     def __post_init__(self) -> None:
         self.points = np.asarray(self.points, dtype=np.float64)

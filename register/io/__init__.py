@@ -21,10 +21,10 @@ from pathlib import Path
 
 from register.core.pointcloud import PointCloud
 from register.errors import InputError
-from register.io import images, numpy_io, pcd, ply, text, vtk_io, vtk_xml
+from register.io import images, lidar, meshes, numpy_io, pcd, ply, text, vtk_io, vtk_xml
 from register.io._common import atomic_write, fail
 from register.io.registry import Format, FormatRegistry, Reader, Writer
-from register.io.validate import check_cloud
+from register.io.validate import check_cloud, drop_nonfinite
 from register.io.weights import read_weights
 
 __all__ = [
@@ -32,10 +32,12 @@ __all__ = [
     "Format",
     "FormatRegistry",
     "check_cloud",
+    "file_part",
     "output_extension",
     "read_points",
     "read_weights",
     "register_format",
+    "split_member",
     "supported_extensions",
     "unregister_format",
     "write_points",
@@ -55,6 +57,20 @@ def builtin_registry() -> FormatRegistry:
     registry.register(".vtk", vtk_io.read_legacy_vtk, vtk_io.write_legacy_vtk)
     registry.register(".vtp", vtk_xml.read_vtp, vtk_io.write_vtp)
     registry.register(".vtu", vtk_xml.read_vtu, vtk_io.write_vtu)
+    registry.register(
+        ".obj",
+        functools.partial(meshes.read_meshio, file_format="obj"),
+        functools.partial(meshes.write_meshio, file_format="obj"),
+    )
+    registry.register(
+        ".stl",
+        functools.partial(meshes.read_meshio, file_format="stl"),
+        functools.partial(meshes.write_meshio, file_format="stl"),
+    )
+    registry.register(".off", meshes.read_off, meshes.write_off)
+    registry.register(".las", lidar.read_las, functools.partial(lidar.write_las, compress=False))
+    registry.register(".laz", lidar.read_las, functools.partial(lidar.write_las, compress=True))
+    registry.register(".bin", lidar.read_kitti_bin, lidar.write_kitti_bin)  # KITTI Velodyne scans
     for ext in images.IMAGE_EXTENSIONS:  # segmentation masks: voxel centres (read only)
         registry.register(ext, images.read_mask_points, None)
     return registry
@@ -100,7 +116,7 @@ def output_extension(path: str | os.PathLike[str] | None, default: str = ".vtk")
     ``.nii.gz`` gives points, written as ``.vtk``)."""
     if not path:
         return default
-    path = Path(path)
+    path = file_part(path)
     compound = "".join(path.suffixes[-2:]).lower()
     for ext in (compound, path.suffix.lower()):
         fmt = _REGISTRY._formats.get(ext)
@@ -109,12 +125,33 @@ def output_extension(path: str | os.PathLike[str] | None, default: str = ".vtk")
     return default
 
 
-def read_points(path: str | os.PathLike[str], *, min_points: int = 1) -> PointCloud:
+def split_member(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """``"scan.npz:pc1"`` -> ``(Path("scan.npz"), "pc1")``: an ``.npz`` archive and the array
+    that holds the points. Any other path (or an existing file whose name contains ``:``) is
+    returned whole with ``None``."""
+    text = os.fspath(path)
+    head, sep, key = text.rpartition(":")
+    if sep and key and head.lower().endswith(".npz") and not Path(text).exists() and "/" not in key:
+        return Path(head), key
+    return Path(text), None
+
+
+def file_part(path: str | os.PathLike[str]) -> Path:
+    """The file a point-cloud argument reads (``"scan.npz:pc1"`` -> ``scan.npz``)."""
+    return split_member(path)[0]
+
+
+def read_points(path: str | os.PathLike[str], *, min_points: int = 1, drop_nan: bool = False) -> PointCloud:
     """Read a point cloud file and validate it.
 
     Args:
-        path: the file; its extension (case-insensitive) picks the format.
+        path: the file; its extension (case-insensitive) picks the format. ``archive.npz:KEY``
+            reads the points from the array ``KEY`` of an ``.npz`` archive (e.g. ``pc1`` of a
+            scene-flow pair; the archive's other arrays of the same length become attributes).
         min_points: fewest points the caller accepts (at least 1).
+        drop_nan: remove the points with a NaN/Inf coordinate (with their attributes; faces and
+            lines that use them are dropped) instead of refusing the file. The count removed is
+            ``cloud.dropped``.
 
     Returns:
         The cloud: ``points`` ``(N, D)`` float64 in the file's units (D = 3, or 2 for planar data),
@@ -122,17 +159,20 @@ def read_points(path: str | os.PathLike[str], *, min_points: int = 1) -> PointCl
 
     Raises:
         InputError: unknown extension, missing file, unreadable/truncated/corrupt data, empty
-            cloud, NaN/Inf coordinates, wrong number of columns, fewer than ``min_points``
-            points. The message names the file and says how to fix it.
+            cloud, NaN/Inf coordinates (unless ``drop_nan``), wrong number of columns, fewer than
+            ``min_points`` points, a ``:KEY`` on a file that is not ``.npz`` or a key the archive
+            lacks. The message names the file and says how to fix it.
     """
-    path = Path(path)
+    label = os.fspath(path)
+    path, key = split_member(path)
     fmt = _REGISTRY.lookup(path, "read")
     if not path.exists():
         raise fail(path, "file not found", f"Check the path (relative paths start at {Path.cwd()})")
     if not path.is_file():
         raise fail(path, "is not a regular file", "Pass the point-cloud file itself, not a folder")
+    reader = fmt.reader if key is None else functools.partial(numpy_io.read_npz, points_key=key)
     try:
-        cloud = fmt.reader(path)
+        cloud = reader(path)
     except InputError:
         raise
     except OSError as exc:
@@ -145,7 +185,9 @@ def read_points(path: str | os.PathLike[str], *, min_points: int = 1) -> PointCl
             f"could not be read as {fmt.extension} ({type(exc).__name__}: {exc})",
             "Check that the file is valid",
         ) from exc
-    cloud.path = str(path)
+    cloud.path = label
+    if drop_nan:
+        cloud = drop_nonfinite(cloud)
     return check_cloud(cloud, min_points)
 
 

@@ -110,12 +110,17 @@ def _points_array(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def read_npz(path: Path) -> PointCloud:
+def read_npz(path: Path, *, points_key: str | None = None) -> PointCloud:
     """Read an ``.npz`` archive (see the module docstring for its layout).
 
+    Args:
+        path: the archive.
+        points_key: the array holding the points (``pc1`` of a scene-flow pair), instead of
+            ``points`` / the only array.
+
     Raises:
-        InputError: no ``points`` key among several arrays, bad shapes, pickled data, corrupt
-            archive, sizes that do not add up, more data than memory allows.
+        InputError: no ``points`` key among several arrays (or no ``points_key``), bad shapes,
+            pickled data, corrupt archive, sizes that do not add up, more data than memory allows.
     """
     with open(path, "rb") as f:  # outside the try: an unreadable file is an OSError for read_points
         try:
@@ -126,7 +131,13 @@ def read_npz(path: Path) -> PointCloud:
         except _ZIP_ERRORS as exc:
             reason = f"{type(exc).__name__}: {str(exc)[:120]}"
             raise fail(path, f"cannot load the .npz archive ({reason})", _CORRUPT_FIX) from None
-    key = _points_key(arrays, path)
+    key = _points_key(arrays, path) if points_key is None else points_key
+    if key not in arrays:
+        raise fail(
+            path,
+            f"the archive has no array '{key}' (arrays: {', '.join(sorted(arrays)) or 'none'})",
+            f"Write {path}:NAME with one of those names",
+        )
     points = _points_array(arrays[key], path, f"array '{key}'")
     faces = _cells(arrays, "faces", path)
     lines = _cells(arrays, "lines", path)

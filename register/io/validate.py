@@ -59,7 +59,7 @@ def _check_finite(points: np.ndarray, label: str) -> None:
         label,
         f"{len(bad_rows)} of {len(points)} points have NaN or Inf coordinates ({n_nan} with NaN, "
         f"{n_inf} with Inf); the first is row {int(bad_rows[0])} (0-based)",
-        "Remove or repair those points before registration (e.g. drop invalid points when exporting)",
+        "Remove or repair those points, or pass --drop-nan (read_points(..., drop_nan=True)) to drop them",
     )
 
 
@@ -82,3 +82,34 @@ def _check_cells(cells: np.ndarray | None, n_points: int, label: str, what: str)
             f"{n_points} points",
             "The file is corrupt or its faces belong to another point set; re-export it",
         )
+
+
+def drop_nonfinite(cloud: PointCloud) -> PointCloud:
+    """The cloud without its points that have a NaN/Inf coordinate.
+
+    Their attributes go with them; a face or line using one of them is dropped, the others are
+    renumbered. ``dropped`` of the result counts the removed points.
+    """
+    keep = np.isfinite(cloud.points).all(axis=1)
+    if keep.all():
+        return cloud
+    new_index = np.cumsum(keep) - 1  # old vertex index -> new one (valid where keep)
+
+    def cells(arr: np.ndarray | None) -> np.ndarray | None:
+        if arr is None or not len(arr):
+            return arr
+        arr = np.asarray(arr)
+        if arr.ndim != 2 or arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() >= len(keep):
+            return arr  # check_cloud refuses it with its own message
+        arr = arr[keep[arr].all(axis=1)]
+        return new_index[arr] if len(arr) else None
+
+    data = {name: np.asarray(values)[keep] for name, values in cloud.point_data.items()}
+    return PointCloud(
+        cloud.points[keep],
+        data,
+        cells(cloud.faces),
+        cells(cloud.lines),
+        cloud.path,
+        cloud.dropped + int((~keep).sum()),
+    )
