@@ -557,6 +557,59 @@ def warp(
         _console().print(f"wrote {output} ({len(moved):,} points{', inverse transform' if inverse else ''})")
 
 
+@app.command("export")
+@_guarded
+def export(
+    transform: Annotated[Path, typer.Argument(help="transform.npz of a run (or `register warp`'s input).")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--output",
+            help="The file to write: .txt (4x4 matrix, y = M [x; 1]) or .tfm / .h5 (ITK AffineTransform).",
+        ),
+    ],
+    affine_only: Annotated[
+        bool,
+        typer.Option(
+            "--affine-only",
+            help="Export the leading affine steps only (the affine stage of an affine + spline run); "
+            "without it a transform with a non-linear part is refused (use `register field`).",
+        ),
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+    ] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Write a transform's affine form for other tools: a 4x4 matrix or an ITK transform file."""
+    from register.core.transforms import Transform
+    from register.exports import EXPORT_KINDS, export_transform, leading_affine, nonlinear
+
+    kind = EXPORT_KINDS.get(output.suffix.lower())
+    if kind is None:
+        raise InputError(f"-o {output}: unknown export format; use {', '.join(EXPORT_KINDS)}")
+    if output.exists() and not overwrite:
+        raise InputError(f"-o {output}: file exists; choose another name or pass --overwrite")
+    if output.exists() and output.resolve() == transform.resolve():
+        raise InputError(f"-o {output}: same file as TRANSFORM; write the export elsewhere")
+    tf = Transform.load(transform)
+    partial = affine_only and nonlinear(tf)
+    if affine_only:
+        head = leading_affine(tf)
+        if head is None:
+            raise InputError(f"{transform}: its first step is not affine; there is no affine part to export")
+        tf = head
+    written = export_transform(output, tf)
+    summary = {"status": "ok", "output": str(output), "kind": written, "affine_only": partial}
+    if json_out:
+        typer.echo(json.dumps(summary))
+    else:
+        what = "the affine part of " if partial else ""
+        _console().print(f"wrote {output} ({written}: {what}{transform})")
+
+
 @app.command("batch")
 @_guarded
 def batch(
