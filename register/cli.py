@@ -34,6 +34,7 @@ COMMANDS = (
     "field",
     "warp-image",
     "mask-points",
+    "export",
 )
 ADVANCED = "Advanced"
 Verbose = Annotated[
@@ -61,6 +62,24 @@ app = typer.Typer(
         "  register info"
     ),
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        typer.echo(f"register {metadata.version('register')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Register 3-D point clouds with robust optimal transport."""
 
 
 def _console():
@@ -948,7 +967,9 @@ def info(
     table.add_row("presets", ", ".join(data["presets"]))
     table.add_row("formats", " ".join(data["formats"]))
     _flow_model_rows(table, data["models"])
-    _console().print(table)
+    from rich.console import Console
+
+    Console().print(table)  # the answer itself: stdout, like --json
 
 
 def _flow_models() -> list[dict]:
@@ -1358,7 +1379,7 @@ def main(argv: list[str] | None = None) -> None:
     # spinning workers slow torch's reductions down 10-100x. Set before torch is imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] not in COMMANDS and args[0] not in ("-h", "--help"):
+    if args and args[0] not in COMMANDS and args[0] not in ("-h", "--help", "--version"):
         args.insert(0, "run")
     app(args=args, prog_name="register")
 

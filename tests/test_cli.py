@@ -530,10 +530,27 @@ def test_info_json():
         assert {"name", "path", "card", "preset", "steps", "validation"} <= set(model)
 
 
-def test_info_table():
+def test_info_table_on_stdout():
     result = invoke(["info"])
     assert result.exit_code == 0, stderr_of(result)
-    assert "sceneflow" in stderr_of(result)
+    assert "sceneflow" in result.stdout and ".laz" in result.stdout
+    assert stderr_of(result) == ""
+
+
+def test_version(capsys):
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code in (0, None)
+    assert capsys.readouterr().out.strip() == f"register {metadata.version('register')}"
+
+
+def test_export_is_a_command_not_a_source_file(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["export", "--help"])
+    assert info.value.code in (0, None)
+    assert "--affine-only" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------- 7. help and imports
