@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 from typer.testing import CliRunner
 
 from register.cli import app
@@ -199,3 +200,34 @@ def test_cli_npz_members_and_drop_nan(tmp_path: Path) -> None:
     assert (out / "warped.npz").is_file()  # the archive's own format
     moved = read_points(out / "warped.npz").points
     assert np.abs(moved - (arrays["pc1"] + arrays["flow"])).mean() < 0.05
+
+
+def test_files_written_here_read_by_the_other_libraries(tmp_path: Path) -> None:
+    """Each writer checked by an independent reader: VTK's (pyvista) for OBJ and STL, meshio for
+    OFF (triangles: its reader takes no other polygon), laspy for LAS."""
+    pv = pytest.importorskip("pyvista")
+    meshio = pytest.importorskip("meshio")
+    mesh = grid_mesh()
+    q = mesh.faces
+    tri = PointCloud(mesh.points, {}, np.concatenate([q[:, [0, 1, 2]], q[:, [0, 2, 3]]]))
+    write_points(tmp_path / "m.obj", mesh)
+    obj = pv.read(tmp_path / "m.obj")
+    np.testing.assert_allclose(obj.points, mesh.points, atol=1e-6)  # VTK reads float32
+    assert obj.n_cells == len(mesh.faces)
+    write_points(tmp_path / "m.stl", tri)
+    stl = pv.read(tmp_path / "m.stl")
+    assert stl.n_cells == len(tri.faces)
+    faces = stl.faces.reshape(-1, 4)[:, 1:]
+    dist, index = cKDTree(tri.points).query(stl.points)  # VTK's vertex order is its own
+    assert dist.max() < 1e-6
+    assert {tuple(index[f]) for f in faces} == {tuple(f) for f in tri.faces}
+    write_points(tmp_path / "m.off", tri)
+    off = meshio.read(tmp_path / "m.off")
+    np.testing.assert_allclose(off.points, tri.points)
+    np.testing.assert_array_equal(off.cells_dict["triangle"], tri.faces)
+    laspy = pytest.importorskip("laspy")
+    pts = np.random.default_rng(6).uniform(0, 50, (200, 3))
+    write_points(tmp_path / "p.las", PointCloud(pts, {"classification": np.full(200, 2.0)}))
+    las = laspy.read(tmp_path / "p.las")
+    np.testing.assert_allclose(np.column_stack([las.x, las.y, las.z]), pts, atol=las_scale(50.0))
+    assert (np.asarray(las.classification) == 2).all()
