@@ -217,6 +217,14 @@ def run(
             help="SRC_LM TGT_LM: corresponding landmarks (rows match); TRE before/after is reported."
         ),
     ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            "--labels",
+            help="Label-aware matching: a point attribute of both clouds (e.g. artery / vein label); "
+            "points match points of the same label only.",
+        ),
+    ] = None,
     drop_nan: Annotated[
         bool,
         typer.Option(
@@ -249,6 +257,11 @@ def run(
 ) -> None:
     """Register SRC onto TGT and write the transform, warped source and deformation field."""
     _setup_logging(verbose, quiet or json_out)
+    overrides = list(set_ or [])
+    if labels is not None:
+        if not labels.strip() or '"' in labels:
+            raise InputError(f"--labels {labels!r}: give the name of a point attribute, e.g. --labels label")
+        overrides.append(f'pipeline.labels="{labels}"')
     summary = _run(
         source,
         target,
@@ -262,7 +275,7 @@ def run(
         show,
         screenshot,
         overwrite,
-        set_ or [],
+        overrides,
         backend,
         landmarks,
         drop_nan,

@@ -169,6 +169,9 @@ class RunConfig:
         weights: name of a point attribute used as per-point mass ("" = uniform).
         weights_optional: when true, clouds without the ``weights`` attribute get uniform
             masses (logged and recorded in the metrics); when false that is an error.
+        labels: name of an integer point attribute both clouds carry (artery / vein, lobe):
+            points match points of the same label only ("" = no labels). Kept by the fallback
+            settings (it describes the data, not the method).
         mass: ``total`` (each cloud has total mass 1: clouds of different densities) or
             ``point`` (one unit of mass per point in both clouds: extra target points such
             as outliers or clutter add mass instead of diluting the inliers).
@@ -214,6 +217,7 @@ class RunConfig:
     length_unit: str = "relative"
     weights: str = ""
     weights_optional: bool = False
+    labels: str = ""
     mass: str = "total"
     backend: str = "auto"
     scaling: float = 0.5

@@ -10,6 +10,7 @@ in the data's own units.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -200,9 +201,12 @@ class _TailRun:
         return float(self.cost) if self.cost is not None else chamfer(self.current, y)
 
 
-def _run_tail(tail, current, y, a, b, cfg, ms, rng, *, flow_model, features, notify, axes) -> _TailRun:
+def _run_tail(
+    tail, current, y, a, b, cfg, ms, rng, *, flow_model, features, notify, axes, classes=None
+) -> _TailRun:
     """Run the stages of ``tail`` (``flow``, ``spline``) from ``current (N, D)`` points, the
-    network in frame ``axes``; ``features``: the flow model's source and target features."""
+    network in frame ``axes``; ``features``: the flow model's source and target features;
+    ``classes``: label-aware matching's classes (the spline stage's; the flow network has none)."""
     t_start = time.perf_counter()
     steps, stages = [], []
     confidence_sub = conf_points = cost = None
@@ -237,7 +241,7 @@ def _run_tail(tail, current, y, a, b, cfg, ms, rng, *, flow_model, features, not
                 }
             )
         elif name == "spline":
-            res = spline_robot(current, y, a, b, cfg.spline, ms, rng=rng)
+            res = spline_robot(current, y, a, b, cfg.spline, ms, rng=rng, classes=classes)
             steps.extend(res.fields)
             confidence_sub, conf_points, cost = res.confidence, res.indices, res.cost
             current = Composite(res.fields).apply(current)
@@ -415,7 +419,43 @@ def _fallback_config(cfg: PipelineConfig) -> PipelineConfig | None:
             f"pipeline.fallback = {cfg.pipeline.fallback!r}: those settings have a fallback of their own "
             f"({fallback.pipeline.fallback!r}); a fallback must not"
         )
+    if cfg.pipeline.labels:  # the labels describe the data: the second run uses them too
+        fallback = dataclasses.replace(
+            fallback, pipeline=dataclasses.replace(fallback.pipeline, labels=cfg.pipeline.labels)
+        )
     return fallback
+
+
+def match_classes(src: PointCloud, tgt: PointCloud, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``(N,)`` and ``(M,)`` int64 classes of label-aware matching (``pipeline.labels``), or
+    ``None`` when ``name`` is empty.
+
+    Raises:
+        InputError: a cloud lacks the attribute, or it is not one integer per point.
+    """
+    if not name:
+        return None
+    out = []
+    for cloud in (src, tgt):
+        if name not in cloud.point_data:
+            have = ", ".join(sorted(cloud.point_data)) or "none"
+            raise InputError(
+                f"{cloud.label}: no point attribute '{name}' for --labels (attributes: {have}); "
+                "give both clouds the label attribute or drop --labels"
+            )
+        values = np.asarray(cloud.point_data[name], dtype=np.float64)
+        if values.ndim != 1 or not np.isfinite(values).all() or (values != np.round(values)).any():
+            raise InputError(
+                f"{cloud.label}: attribute '{name}' must hold one integer label per point for --labels"
+            )
+        out.append(values.astype(np.int64))
+    shared = np.intersect1d(out[0], out[1])
+    if len(shared) == 0:
+        raise InputError(
+            f"--labels {name}: the source's labels {sorted(set(out[0].tolist()))[:8]} and the target's "
+            f"{sorted(set(out[1].tolist()))[:8]} have none in common; nothing could match"
+        )
+    return out[0], out[1]
 
 
 def _run_summary(result: Result) -> dict:
@@ -453,6 +493,7 @@ def _register_once(
         log.warning("attribute '%s' missing from a cloud: uniform masses (the preset allows it)", weights)
         weights = ""
     a, b = masses(src, weights), masses(tgt, weights)
+    classes = match_classes(src, tgt, cfg.pipeline.labels)
     diameter = float(np.linalg.norm(y.max(0) - y.min(0))) or 1.0
     cfg = cfg.in_data_units(diameter)
     n_match = max(min(len(x), cfg.spline.max_points), min(len(x), cfg.affine.max_points))
@@ -476,7 +517,7 @@ def _register_once(
     if "affine" in cfg.pipeline.stages:
         notify("affine", "start")
         t0 = time.perf_counter()
-        res = affine_robot(x, y, a, b, cfg.affine, ms, rng=rng, init=init)
+        res = affine_robot(x, y, a, b, cfg.affine, ms, rng=rng, init=init, classes=classes)
         steps.append(res.transform)
         current = res.transform.apply(x)
         stages.append(
@@ -518,6 +559,7 @@ def _register_once(
             features=features,
             notify=notify,
             axes=axes,
+            classes=classes,
         )
         for axes in frames
     ]
@@ -556,6 +598,7 @@ def _register_once(
         "backend": choice.name,
         "backend_reason": choice.reason,
         "weights": weights or "uniform",
+        "labels": cfg.pipeline.labels or None,
         "target_diameter": diameter,
         "chamfer_before": chamfer(x, y),
         "chamfer_after": chamfer(warped, y),

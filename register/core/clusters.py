@@ -44,19 +44,34 @@ class Clusters:
         points: ``(V, D)`` mass-weighted centroids, data units.
         masses: ``(V,)`` summed masses.
         labels: ``(N,)`` cluster of each original point.
+        classes: ``(V,)`` class of each cluster when the points had classes (a cluster never
+            mixes classes), else ``None``.
     """
 
     points: np.ndarray
     masses: np.ndarray
     labels: np.ndarray
+    classes: np.ndarray | None = None
 
 
-def cluster(points: np.ndarray, masses: np.ndarray, cell: float) -> Clusters:
+def cluster(
+    points: np.ndarray, masses: np.ndarray, cell: float, classes: np.ndarray | None = None
+) -> Clusters:
     """Merge ``points (N, D)`` with ``masses (N,)`` (positive) per voxel of side ``cell``
-    (data units); ``cell <= 0`` keeps every point as its own cluster."""
+    (data units); ``cell <= 0`` keeps every point as its own cluster. With ``classes (N,)``
+    (integers) the points of a voxel are merged per class: one cluster per (voxel, class)."""
     if cell <= 0 or len(points) == 0:
-        return Clusters(points, masses, np.arange(len(points)))
+        return Clusters(points, masses, np.arange(len(points)), classes)
     labels, n = voxel_labels(points, cell)
-    return Clusters(
+    if classes is not None:
+        _, kind = np.unique(classes, return_inverse=True)
+        _, labels = np.unique(labels * (int(kind.max()) + 1) + kind.reshape(-1), return_inverse=True)
+        labels = labels.reshape(-1)
+        n = int(labels.max()) + 1
+    merged = Clusters(
         voxel_means(labels, n, masses, points), np.bincount(labels, weights=masses, minlength=n), labels
     )
+    if classes is not None:
+        merged.classes = np.zeros(n, dtype=np.asarray(classes).dtype)
+        merged.classes[labels] = classes
+    return merged

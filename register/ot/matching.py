@@ -12,6 +12,14 @@ Points whose mass is not transported (outliers, missing parts, matches farther t
 Both clouds are centred and scaled by the problem's diameter before solving, so that
 float32 is accurate; lengths (``blur``, ``reach``) are given in the data's units and
 results are mapped back to them.
+
+Label-aware matching (``classes``): with a class per point (artery / vein, lobes), the cost
+between points of different classes is infinite, ``C_ij = |x_i - y_j|^2 / 2 + inf [k_i != k_j]``.
+The plan then has one block per class and the problem splits exactly into one unbalanced OT
+problem per class, solved in turn: each class is matched as its own pair of clouds (masses
+normalised per class as ``mass`` says). A finite penalty ``lambda`` between classes would
+only differ where ``lambda`` is below the cost of leaving mass unmatched, ``~reach^2``: the
+infinite one is the limit that needs no second length to choose.
 """
 
 from __future__ import annotations
@@ -111,6 +119,7 @@ def robust_match(
     mass: str = "total",
     warm: WarmStart | None = None,
     target_reach: float | None = None,
+    classes: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Matches:
     """Match ``x`` onto ``y`` by unbalanced OT.
 
@@ -138,20 +147,54 @@ def robust_match(
             moved a little since): the epsilon schedule then starts at that call's blur
             instead of the diameter (``min(its blur, blur)``: a single temperature when the
             blur did not change), from its potentials.
+        classes: ``(N,)`` and ``(M,)`` integer classes: points match only points of their own
+            class (see the module docstring). A source class the target lacks gets confidence 0
+            (its targets: the points themselves).
 
     Returns:
         :class:`Matches` in data units.
     """
+    args = (blur, reach, scaling, tol, max_iter, backend, mass, warm, target_reach)
+    if classes is not None:
+        return _match_per_class(x, y, a, b, classes, args)
     with _threads_for(len(x) * len(y), x.device):
-        return _robust_match(
-            x, y, a, b, blur, reach, scaling, tol, max_iter, backend, mass, warm, target_reach
+        return _robust_match(x, y, a, b, *args)
+
+
+def _match_per_class(x, y, a, b, classes, args) -> Matches:
+    """:func:`robust_match` with ``classes``: one problem per source class, results put back
+    in place. ``cost`` is the classes' costs weighted by their share of the source mass."""
+    blur, warm = args[0], args[7]
+    cx, cy = classes
+    if cx.shape != (len(x),) or cy.shape != (len(y),):
+        raise ValueError(
+            f"classes must have shapes ({len(x)},) and ({len(y)},), got {tuple(cx.shape)}, {tuple(cy.shape)}"
         )
+    a = torch.ones(len(x), dtype=x.dtype, device=x.device) if a is None else a
+    b = torch.ones(len(y), dtype=y.dtype, device=y.device) if b is None else b
+    targets, confidence = x.clone(), torch.zeros(len(x), dtype=x.dtype, device=x.device)
+    f, g = torch.zeros_like(confidence), torch.zeros(len(y), dtype=y.dtype, device=y.device)
+    cost, iterations, converged = 0.0, 0, True
+    for k in torch.unique(cx).tolist():
+        ix, iy = torch.nonzero(cx == k).reshape(-1), torch.nonzero(cy == k).reshape(-1)
+        if len(iy) == 0:
+            continue  # nothing of this class in the target: unmatched
+        sub_warm = None if warm is None else WarmStart(warm.f[ix], warm.g[iy], warm.blur)
+        sub_args = (*args[:7], sub_warm, args[8])
+        with _threads_for(len(ix) * len(iy), x.device):
+            m = _robust_match(x[ix], y[iy], a[ix], b[iy], *sub_args)
+        targets[ix], confidence[ix] = m.targets, m.confidence
+        f[ix], g[iy] = m.warm.f, m.warm.g
+        cost += m.cost * float(a[ix].sum() / a.sum())
+        iterations = max(iterations, m.iterations)
+        converged &= m.converged
+    return Matches(targets, confidence, cost, iterations, converged, WarmStart(f, g, blur))
 
 
 def _robust_match(
     x, y, a, b, blur, reach, scaling, tol, max_iter, backend, mass, warm, target_reach
 ) -> Matches:
-    """:func:`robust_match` (same arguments, positional)."""
+    """:func:`robust_match` without classes (same arguments, positional)."""
     a, b = normalise_masses(x, y, a, b, mass)
     target_reach = reach if target_reach is None else target_reach
     if backend == "geomloss" and target_reach != reach:

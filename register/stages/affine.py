@@ -50,22 +50,35 @@ class AffineResult:
     seconds: float = 0.0
 
 
-def _run_level(x, y, a, b, transform: Affine, blur, reach, cfg: AffineConfig, ms: MatchSettings, warm=None):
+def _run_level(
+    x, y, a, b, transform: Affine, blur, reach, cfg: AffineConfig, ms: MatchSettings, warm=None, classes=None
+):
     """Match-then-fit rounds at one blur until the points move less than ``cfg.move_tol * blur``.
 
     ``warm``: the last matching before this level (each round starts from the previous one).
     With ``cfg.cluster > 0`` the rounds run on voxel clusters of side ``cfg.cluster * blur`` of
     ``x`` (original frame) and ``y``: ``T`` maps each source centroid to the centroid of its
-    points' images, so matching and fit see the clusters as points with summed masses."""
+    points' images, so matching and fit see the clusters as points with summed masses.
+    ``classes``: ``(cx (N,), cy (M,))``, points match their own class only (clusters too)."""
     if cfg.cluster > 0:
-        source, target = cluster(x, a, cfg.cluster * blur), cluster(y, b, cfg.cluster * blur)
+        cx, cy = classes if classes is not None else (None, None)
+        source, target = cluster(x, a, cfg.cluster * blur, cx), cluster(y, b, cfg.cluster * blur, cy)
         x, a, y, b = source.points, source.masses, target.points, target.masses
+        classes = None if classes is None else (source.classes, target.classes)
         warm = None  # other clouds than the warm start's
     matches = warm
     moved = transform.apply(x)
     for _ in range(cfg.iterations):
         matches = ms.match(
-            moved, y, a, b, blur, reach, warm=matches, target_reach=reach * cfg.target_reach_ratio
+            moved,
+            y,
+            a,
+            b,
+            blur,
+            reach,
+            warm=matches,
+            target_reach=reach * cfg.target_reach_ratio,
+            classes=classes,
         )
         weights = a * to_numpy(matches.confidence)
         transform = fit_affine(x, to_numpy(matches.targets), weights, cfg.mode)
@@ -81,7 +94,7 @@ def _centroid_start(rotation: np.ndarray, x, y, a, b) -> Affine:
     return Affine(rotation, mu_y - rotation @ mu_x)
 
 
-def _choose_start(x, y, a, b, cfg: AffineConfig, ms: MatchSettings, rng) -> tuple[Affine, int]:
+def _choose_start(x, y, a, b, cfg: AffineConfig, ms: MatchSettings, rng, classes=None) -> tuple[Affine, int]:
     """Best of the multi-start candidates, on subsamples of ``MULTISTART_POINTS`` points.
 
     Every candidate is fitted at the first (coarsest) level and scored by its robust cost
@@ -89,14 +102,15 @@ def _choose_start(x, y, a, b, cfg: AffineConfig, ms: MatchSettings, rng) -> tupl
     with the lowest cost at the finest level wins (a coarse cost alone cannot separate
     near-symmetric poses when many points are outliers).
     """
-    xs, as_, _ = subsample(x, a, MULTISTART_POINTS, rng)
-    ys, bs, _ = subsample(y, b, MULTISTART_POINTS, rng)
+    xs, as_, ix = subsample(x, a, MULTISTART_POINTS, rng)
+    ys, bs, iy = subsample(y, b, MULTISTART_POINTS, rng)
+    classes = None if classes is None else (classes[0][ix], classes[1][iy])
     candidates = grid_rotations(xs.shape[1]) + principal_axes_rotations(xs, ys, as_, bs)
     reaches = floored(per_level(cfg.reach, len(cfg.blurs)), ys, cfg.reach_floor)
     coarse = []
     for k, rotation in enumerate(candidates):
         start = _centroid_start(rotation, xs, ys, as_, bs)
-        fitted, _ = _run_level(xs, ys, as_, bs, start, cfg.blurs[0], reaches[0], cfg, ms)
+        fitted, _ = _run_level(xs, ys, as_, bs, start, cfg.blurs[0], reaches[0], cfg, ms, classes=classes)
         score = ms.match(
             fitted.apply(xs),
             ys,
@@ -105,6 +119,7 @@ def _choose_start(x, y, a, b, cfg: AffineConfig, ms: MatchSettings, rng) -> tupl
             cfg.blurs[0],
             reaches[0],
             target_reach=reaches[0] * cfg.target_reach_ratio,
+            classes=classes,
         ).cost
         log.debug("multistart candidate %d: coarse cost %.4g", k, score)
         coarse.append((score, k, fitted))
@@ -112,7 +127,9 @@ def _choose_start(x, y, a, b, cfg: AffineConfig, ms: MatchSettings, rng) -> tupl
     for _, k, fitted in sorted(coarse, key=lambda item: item[0])[:MULTISTART_FINALISTS]:
         transform, matches = fitted, None
         for blur, reach in zip(cfg.blurs[1:], reaches[1:], strict=True):
-            transform, matches = _run_level(xs, ys, as_, bs, transform, blur, reach, cfg, ms, matches)
+            transform, matches = _run_level(
+                xs, ys, as_, bs, transform, blur, reach, cfg, ms, matches, classes
+            )
         score = matches.cost if matches is not None else coarse[k][0]
         log.debug("multistart finalist %d: fine cost %.4g", k, score)
         if score < best[0]:
@@ -130,6 +147,7 @@ def affine_robot(
     *,
     rng: np.random.Generator,
     init: Affine | None = None,
+    classes: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> AffineResult:
     """Fit an affine map from ``x`` onto ``y`` by robust OT matching, coarse to fine.
 
@@ -141,19 +159,22 @@ def affine_robot(
             set, replaces their ``max_iter``.
         rng: seeded generator for the subsamples.
         init: starting transform (default: identity, or the best multi-start).
+        classes: ``(N,)`` and ``(M,)`` integer classes (``--labels``): points match points of
+            their own class only.
 
     Returns:
         :class:`AffineResult`.
     """
     t0 = time.perf_counter()
     ms = ms.capped(cfg.max_iter)
-    x, a, _ = subsample(x, a, cfg.max_points, rng)
-    y, b, _ = subsample(y, b, cfg.max_points, rng)
+    x, a, ix = subsample(x, a, cfg.max_points, rng)
+    y, b, iy = subsample(y, b, cfg.max_points, rng)
+    classes = None if classes is None else (classes[0][ix], classes[1][iy])
     start = -1
     if init is not None:
         transform = init
     elif cfg.multistart:
-        transform, start = _choose_start(x, y, a, b, cfg, ms, rng)
+        transform, start = _choose_start(x, y, a, b, cfg, ms, rng, classes)
     else:
         transform = Affine.identity(x.shape[1])
     levels = []
@@ -162,7 +183,7 @@ def affine_robot(
     for blur, reach in zip(
         cfg.blurs, floored(per_level(cfg.reach, len(cfg.blurs)), y, cfg.reach_floor), strict=True
     ):
-        transform, matches = _run_level(x, y, a, b, transform, blur, reach, cfg, ms, matches)
+        transform, matches = _run_level(x, y, a, b, transform, blur, reach, cfg, ms, matches, classes)
         cost = matches.cost
         levels.append({"blur": blur, "reach": reach, "cost": cost, "sinkhorn_iterations": matches.iterations})
         log.info("affine level blur=%.4g reach=%.4g cost=%.4g", blur, reach, cost)

@@ -51,10 +51,12 @@ class MatchSettings:
         reach: float,
         warm: Matches | None = None,
         target_reach: float | None = None,
+        classes: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Matches:
         """:func:`register.ot.robust_match` on numpy inputs (data units); ``warm``: an earlier
         matching of the same clouds to start from (ignored unless ``warm_start``);
-        ``target_reach``: the target marginal's reach (None: ``reach``)."""
+        ``target_reach``: the target marginal's reach (None: ``reach``); ``classes``: ``(N,)``
+        and ``(M,)`` integer classes, points match their own class only."""
         return robust_match(
             self.tensor(x),
             self.tensor(y),
@@ -69,9 +71,16 @@ class MatchSettings:
             mass=self.mass,
             warm=warm.warm if (warm is not None and self.warm_start) else None,
             target_reach=target_reach,
+            classes=self.classes(*classes) if classes is not None else None,
         )
 
-    def self_match(self, x: np.ndarray, a: np.ndarray, blur: float, reach: float) -> Matches:
+    def classes(self, cx: np.ndarray, cy: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer class arrays as int64 tensors on the run's device."""
+        return tuple(torch.as_tensor(np.asarray(c), dtype=torch.int64, device=self.device) for c in (cx, cy))
+
+    def self_match(
+        self, x: np.ndarray, a: np.ndarray, blur: float, reach: float, classes: np.ndarray | None = None
+    ) -> Matches:
         """The self-transport ``OT_eps(a, a)`` of ``x (N, D)`` with masses ``a (N,)`` (data
         units): every point already lies on its own partner, so the epsilon schedule has nothing
         to anneal and starts at ``blur`` itself, from zero potentials (the first update is then
@@ -90,6 +99,7 @@ class MatchSettings:
             backend=self.backend,
             mass=self.mass,
             warm=WarmStart(zero, zero, blur),
+            classes=self.classes(classes, classes) if classes is not None else None,
         )
 
 

@@ -197,12 +197,21 @@ def _displacements(lv: _Level, source: Clusters, debias: bool, warm=None):
     target barycentre minus the source's own barycentre at the same blur (the self-transport
     ``OT_eps(a, a)``), which cancels the inward pull of the entropic blur at the boundary."""
     target = lv.target
+    classes = None if source.classes is None else (source.classes, target.classes)
     matches = lv.ms.match(
-        source.points, target.points, source.masses, target.masses, lv.blur, lv.reach, warm, lv.target_reach
+        source.points,
+        target.points,
+        source.masses,
+        target.masses,
+        lv.blur,
+        lv.reach,
+        warm,
+        lv.target_reach,
+        classes,
     )
     d = to_numpy(matches.targets) - source.points
     if debias:
-        own = lv.ms.self_match(source.points, source.masses, lv.blur, lv.reach)
+        own = lv.ms.self_match(source.points, source.masses, lv.blur, lv.reach, source.classes)
         d -= to_numpy(own.targets) - source.points
     return matches, d, source.masses * to_numpy(matches.confidence)
 
@@ -216,6 +225,7 @@ def spline_robot(
     ms: MatchSettings,
     *,
     rng: np.random.Generator,
+    classes: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> SplineResult:
     """Fit a smooth displacement field moving ``x`` onto ``y``, coarse kernel to fine.
 
@@ -226,13 +236,16 @@ def spline_robot(
             ``cfg.max_iter``, when set, replaces their ``max_iter`` in that level's matchings;
             the last level's in the final confidence matching).
         rng: seeded generator for subsamples (and the held-out folds of ``cfg.holdout``).
+        classes: ``(N,)`` and ``(M,)`` integer classes (``--labels``): points match points of
+            their own class only; voxel clusters never mix classes.
 
     Returns:
         :class:`SplineResult`.
     """
     t0 = time.perf_counter()
     z, az, ix = subsample(x, a, cfg.max_points, rng)
-    ys, bs, _ = subsample(y, b, cfg.max_points, rng)
+    ys, bs, iy = subsample(y, b, cfg.max_points, rng)
+    cz, cy = (None, None) if classes is None else (classes[0][ix], classes[1][iy])
     ic = subsample_indices(len(z), cfg.max_controls, rng)
     n_levels = len(cfg.blurs)
     fields, levels = [], []
@@ -249,11 +262,11 @@ def spline_robot(
         # Matching on voxel clusters of side cluster * blur (``cluster`` 0: on the points); the
         # field is fitted to the clusters' displacements with their summed weights.
         cell = cfg.cluster * blur
-        lv = _Level(blur, reach, reach * cfg.target_reach_ratio, ms.capped(cap), cluster(ys, bs, cell))
+        lv = _Level(blur, reach, reach * cfg.target_reach_ratio, ms.capped(cap), cluster(ys, bs, cell, cy))
         record = {"sigma": sigma, "blur": blur, "reach": reach, "max_iter": lv.ms.max_iter, "controls": 0}
         rounds = []
         for _ in range(cfg.iterations):
-            source = cluster(z, az, cell)
+            source = cluster(z, az, cell, cz)
             if cell > 0:
                 matches = None  # a warm start needs the same clouds: the clusters change
             matches, d, w = _displacements(lv, source, cfg.debias, matches)
@@ -298,7 +311,9 @@ def spline_robot(
             break
     # Confidence of the final state, for the outputs (on the points: one per matched point).
     warm = matches if cfg.cluster == 0 else None
-    final = lv.ms.match(z, ys, az, bs, lv.blur, lv.reach, warm, lv.target_reach)  # the last level's settings
+    final_classes = None if classes is None else (cz, cy)
+    # The last level's settings.
+    final = lv.ms.match(z, ys, az, bs, lv.blur, lv.reach, warm, lv.target_reach, final_classes)
     return SplineResult(fields, to_numpy(final.confidence), ix, final.cost, levels, time.perf_counter() - t0)
 
 
