@@ -13,7 +13,10 @@ against the bytes left, before anything is allocated or looped over. XML files a
 that need them.
 
 Writing uses VTK: binary by default, points plus one vertex cell per point (so ParaView shows
-them), faces as polygons, lines as line cells, and every point attribute.
+them), faces as polygons, lines as line cells, and every point attribute. An ``(N, 3)``
+``displacement`` attribute is marked as the active vectors and an ``(N, 3)`` ``normals`` one as
+the active normals (legacy ``VECTORS`` / ``NORMALS`` lines, XML ``<PointData Vectors= Normals=>``),
+so ParaView / pyvista ``warp_by_vector()`` and glyphs use them without being told.
 """
 
 from __future__ import annotations
@@ -660,3 +663,25 @@ def _add_point_data(mesh, cloud: PointCloud, path: Path) -> None:
                 "Convert it to numbers",
             )
         mesh.point_data[name] = np.ascontiguousarray(arr)
+    _mark_active(mesh, cloud)
+
+
+# point attributes VTK marks as active: name -> vtkDataSetAttributes setter (each (N, 3))
+_ACTIVE = {"displacement": "SetActiveVectors", "normals": "SetActiveNormals"}
+
+
+def _mark_active(mesh, cloud: PointCloud) -> None:
+    """Mark an ``(N, 3)`` ``displacement`` as the active vectors, ``normals`` as the active normals.
+
+    pyvista makes the first array added the active scalars; if that is one of these two it is
+    unset, or the legacy writer would write the array twice (as ``SCALARS`` and ``VECTORS``).
+    Other arrays are left as they are (``FIELD`` arrays in legacy files).
+    """
+    point_data = mesh.GetPointData()
+    for name, setter in _ACTIVE.items():
+        arr = cloud.point_data.get(name)
+        if arr is None or np.ndim(arr) != 2 or np.shape(arr)[1] != 3:
+            continue
+        if point_data.GetScalars() is not None and point_data.GetScalars().GetName() == name:
+            point_data.SetActiveScalars(None)
+        getattr(point_data, setter)(name)
