@@ -37,6 +37,8 @@ COMMANDS = (
     "export",
 )
 ADVANCED = "Advanced"
+JsonOut = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")]
 Verbose = Annotated[
     bool,
     typer.Option(
@@ -203,9 +205,7 @@ def run(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of every random subsample.")] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress and no summary table.")] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
-    ] = False,
+    json_out: JsonOut = False,
     show: Annotated[bool, typer.Option(help="Open a 3-D window: source, target, warped source.")] = False,
     screenshot: Annotated[
         Path | None, typer.Option(help="Render the same view off-screen to this PNG.")
@@ -546,10 +546,8 @@ def warp(
             "refused where the field folds.",
         ),
     ] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
-    ] = False,
+    overwrite: Overwrite = False,
+    json_out: JsonOut = False,
     verbose: Verbose = False,
 ) -> None:
     """Apply a saved transform to any points or mesh (faces and attributes are kept)."""
@@ -609,10 +607,8 @@ def export(
             "without it a transform with a non-linear part is refused (use `register field`).",
         ),
     ] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
-    ] = False,
+    overwrite: Overwrite = False,
+    json_out: JsonOut = False,
     verbose: Verbose = False,
 ) -> None:
     """Write a transform's affine form for other tools: a 4x4 matrix or an ITK transform file."""
@@ -622,10 +618,7 @@ def export(
     kind = EXPORT_KINDS.get(output.suffix.lower())
     if kind is None:
         raise InputError(f"-o {output}: unknown export format; use {', '.join(EXPORT_KINDS)}")
-    if output.exists() and not overwrite:
-        raise InputError(f"-o {output}: file exists; choose another name or pass --overwrite")
-    if output.exists() and output.resolve() == transform.resolve():
-        raise InputError(f"-o {output}: same file as TRANSFORM; write the export elsewhere")
+    _refuse_existing(output, overwrite, (transform, "TRANSFORM"))
     tf = Transform.load(transform)
     partial = affine_only and nonlinear(tf)
     if affine_only:
@@ -686,9 +679,7 @@ def batch(
     ] = True,
     report: Annotated[bool, typer.Option(help="Write OUTDIR/report.html at the end.")] = True,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress and no table.")] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
-    ] = False,
+    json_out: JsonOut = False,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -886,7 +877,7 @@ def report_command(
     embed: Annotated[
         bool, typer.Option(help="Embed the pictures in the page (one movable file) instead of linking them.")
     ] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    overwrite: Overwrite = False,
     verbose: Verbose = False,
 ) -> None:
     """Write an HTML page over a batch: one row per pair, pictures and errors; failures first.
@@ -1262,10 +1253,8 @@ def field_command(
     ] = "itk",
     inverse: Inverse = False,
     tolerance: Tolerance = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
-    ] = False,
+    overwrite: Overwrite = False,
+    json_out: JsonOut = False,
     verbose: Verbose = False,
 ) -> None:
     """Write the displacement d(x) = T(x) - x on every voxel of the reference (fixed) image.
@@ -1318,10 +1307,8 @@ def warp_image_command(
     ] = "linear",
     inverse: Inverse = False,
     tolerance: Tolerance = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
-    ] = False,
+    overwrite: Overwrite = False,
+    json_out: JsonOut = False,
     verbose: Verbose = False,
 ) -> None:
     """Resample MOVING onto the reference grid through the transform: out(x) = MOVING(T(x))."""
@@ -1357,10 +1344,8 @@ def mask_points_command(
         str | None,
         typer.Option(help="Comma-separated label values to keep, e.g. 1,2 (default: all non-zero)."),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
-    ] = False,
+    overwrite: Overwrite = False,
+    json_out: JsonOut = False,
     verbose: Verbose = False,
 ) -> None:
     """Turn a mask into points: voxel centres in world LPS mm, with radius (mm) and label attributes."""

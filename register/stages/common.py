@@ -58,21 +58,24 @@ class MatchSettings:
         ``target_reach``: the target marginal's reach (None: ``reach``); ``classes``: ``(N,)``
         and ``(M,)`` integer classes, points match their own class only."""
         return robust_match(
-            self.tensor(x),
-            self.tensor(y),
-            self.tensor(a),
-            self.tensor(b),
-            blur=blur,
-            reach=reach,
-            scaling=self.scaling,
-            tol=self.tol,
-            max_iter=self.max_iter,
-            backend=self.backend,
-            mass=self.mass,
+            *(self.tensor(v) for v in (x, y, a, b)),
+            **self._solver(blur, reach),
             warm=warm.warm if (warm is not None and self.warm_start) else None,
             target_reach=target_reach,
             classes=self.classes(*classes) if classes is not None else None,
         )
+
+    def _solver(self, blur: float, reach: float) -> dict:
+        """The keyword arguments of :func:`register.ot.robust_match` these settings fix."""
+        return {
+            "blur": blur,
+            "reach": reach,
+            "scaling": self.scaling,
+            "tol": self.tol,
+            "max_iter": self.max_iter,
+            "backend": self.backend,
+            "mass": self.mass,
+        }
 
     def classes(self, cx: np.ndarray, cy: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Integer class arrays as int64 tensors on the run's device."""
@@ -87,17 +90,8 @@ class MatchSettings:
         ``f = -eps log sum_j a_j exp(-|x_i - x_j|^2 / eps)``, already close to the fixed point)."""
         zero = torch.zeros(len(x), dtype=torch.float32, device=self.device)
         return robust_match(
-            self.tensor(x),
-            self.tensor(x),
-            self.tensor(a),
-            self.tensor(a),
-            blur=blur,
-            reach=reach,
-            scaling=self.scaling,
-            tol=self.tol,
-            max_iter=self.max_iter,
-            backend=self.backend,
-            mass=self.mass,
+            *(self.tensor(v) for v in (x, x, a, a)),
+            **self._solver(blur, reach),
             warm=WarmStart(zero, zero, blur),
             classes=self.classes(classes, classes) if classes is not None else None,
         )
