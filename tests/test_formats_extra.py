@@ -231,3 +231,18 @@ def test_files_written_here_read_by_the_other_libraries(tmp_path: Path) -> None:
     las = laspy.read(tmp_path / "p.las")
     np.testing.assert_allclose(np.column_stack([las.x, las.y, las.z]), pts, atol=las_scale(50.0))
     assert (np.asarray(las.classification) == 2).all()
+
+
+def test_organised_pcd_with_nan_points(tmp_path: Path) -> None:
+    """A PCL organised cloud (WIDTH x HEIGHT, NaN where the sensor saw nothing)."""
+    header = (
+        "# .PCD v0.7\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\n"
+        "WIDTH 3\nHEIGHT 2\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 6\nDATA ascii\n"
+    )
+    rows = "0 0 0\nnan nan nan\n1 0 0\n0 1 1\nnan nan nan\n2 2 2\n"
+    (tmp_path / "organised.pcd").write_text(header + rows)
+    with pytest.raises(InputError, match="2 of 6 points have NaN"):
+        read_points(tmp_path / "organised.pcd")
+    cloud = read_points(tmp_path / "organised.pcd", drop_nan=True)
+    assert cloud.dropped == 2
+    np.testing.assert_array_equal(cloud.points, [[0, 0, 0], [1, 0, 0], [0, 1, 1], [2, 2, 2]])
