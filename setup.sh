@@ -8,15 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 
-# open3d needs the system library libusb-1.0 (Debian/Ubuntu package libusb-1.0-0).
-if ! ldconfig -p 2>/dev/null | grep -q libusb-1.0; then
-  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && apt-get install -y -qq libusb-1.0-0) >/dev/null
-  else
-    echo "setup.sh: please install the system library libusb-1.0 (apt-get install libusb-1.0-0)" >&2
-  fi
-fi
-
 # Off-screen rendering (QA pictures, `register batch` images) uses EGL with Mesa's software
 # rasteriser: Debian/Ubuntu packages libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri.
 if ! ldconfig -p 2>/dev/null | grep -q libEGL_mesa; then

@@ -28,9 +28,15 @@ build_bcpd() {
 }
 
 install_python() {
-  "$python" -m pip install -q pycpd psutil scikit-learn six transforms3d matplotlib
+  # open3d (the open3d_icp peer) needs the system library libusb-1.0.
+  if ! ldconfig -p 2>/dev/null | grep -q libusb-1.0 && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq libusb-1.0-0) >/dev/null
+  fi
+  "$python" -m pip install -q pycpd psutil scikit-learn six transforms3d matplotlib \
+    "open3d-cpu>=0.18; platform_system == 'Linux' and platform_machine == 'x86_64'" \
+    "open3d>=0.18; platform_system != 'Linux' or platform_machine != 'x86_64'"
   "$python" -c "import probreg" 2>/dev/null || "$python" -m pip install -q --no-deps probreg
-  echo "setup_peers: installed pycpd, probreg and their run-time imports into $("$python" -c 'import sys; print(sys.prefix)')"
+  echo "setup_peers: installed pycpd, probreg, open3d and their run-time imports into $("$python" -c 'import sys; print(sys.prefix)')"
 }
 
 case "$what" in
