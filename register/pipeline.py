@@ -162,7 +162,7 @@ def check_extent(cfg: PipelineConfig, cloud: PointCloud, settings: str = "these 
         return
     unit = cfg.pipeline.units or "data units"
     raise InputError(
-        f"{cloud.label} spans {extent:.3g} units (bounding-box diagonal), but {settings} expect "
+        f"{cloud.label} spans {extent:.3g} units (bounding-box diagonal), but the units of {settings} are "
         f"{unit}, in which such clouds span {lo:g}-{hi:g} (pipeline.min_extent, max_extent): "
         f"rescale the points to {unit}, or use settings without units (preset default)"
     )

@@ -55,14 +55,14 @@ def test_lung_sample_passes_in_millimetres():
 def test_lung_sample_in_other_units_is_refused(factor, unit):
     cloud = read_points(SAMPLES / "lung_source.ply")
     cloud.points = cloud.points * factor
-    with pytest.raises(InputError, match=r"lung_source\.ply spans .* the lung preset expect millimetres"):
+    with pytest.raises(InputError, match=r"lung_source\.ply spans .* the units of the lung preset are millimetres"):
         check_extent(load_config("lung"), cloud, "the lung preset")
 
 
 def test_library_call_refuses_before_any_work():
     src = read_points(SAMPLES / "lung_source.ply").points / 1000
     tgt = read_points(SAMPLES / "lung_target.ply").points / 1000
-    with pytest.raises(InputError, match="the lung preset expect millimetres"):
+    with pytest.raises(InputError, match="the units of the lung preset are millimetres"):
         register(src, tgt, "lung")
 
 
@@ -87,7 +87,7 @@ def test_cli_normalised_vessel_tree_with_lung_preset_exits_2(tmp_path, shared_da
         ["run", folder / "copd1_source.vtk", folder / "copd1_target.vtk", "-p", "lung", "-o", tmp_path / "o"]
     )
     assert code == 2 and isinstance(exc, SystemExit), (code, err, exc)
-    assert "copd1_source.vtk spans" in err and "lung preset expect millimetres" in err
+    assert "copd1_source.vtk spans" in err and "units of the lung preset are millimetres" in err
     assert "Traceback" not in err and not (tmp_path / "o").exists()
 
 
