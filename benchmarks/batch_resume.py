@@ -64,7 +64,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.outdir.exists():
         parser.error(f"{args.outdir} exists; the check needs a fresh output folder")
-    from register.batch import read_manifest
+    from register.app.batch import read_manifest
 
     n_pairs = len(read_manifest(args.manifest))
     kill_at = max(1, min(n_pairs - 1, round(args.kill_fraction * n_pairs)))

@@ -229,7 +229,7 @@ def cli_warp_check(result, landmarks: np.ndarray) -> dict:
         [str(exe)] if exe.is_file() else ([shutil.which("register")] if shutil.which("register") else [])
     )
     if not command:
-        command = [sys.executable, "-m", "register.cli"]
+        command = [sys.executable, "-m", "register.app.cli"]
     with tempfile.TemporaryDirectory(prefix="register-bench-") as tmp:
         tmp = Path(tmp)
         result.transform.save(tmp / "transform.npz")

@@ -1,6 +1,6 @@
 """``python -m register ...``: the same as the ``register`` command."""
 
-from register.cli import main
+from register.app.cli import main
 
 if __name__ == "__main__":
     main()

@@ -2,7 +2,8 @@
 
 A configuration has one table per part: ``[pipeline]``, ``[affine]``, ``[flow]``, ``[spline]``.
 Every key is typed and checked; an unknown key or a bad value raises :class:`ConfigError`
-naming it. Presets live in ``register/pipelines/<name>.toml``; a user file with the same
+naming it. Presets live in the top-level folder ``pipelines/<name>.toml`` (installed as
+``register/pipelines/`` inside the wheel); a user file with the same
 tables (all keys optional) can be given instead of a preset name.
 
 Length knobs (``blurs``, ``reach``, ``sigmas``) are in the unit named by
@@ -24,7 +25,21 @@ from register.core.axes import axes_matrix
 from register.errors import ConfigError
 from register.kernels.select import BACKENDS
 
-PRESET_DIR = Path(__file__).parent / "pipelines"
+
+def _preset_dir() -> Path:
+    """The presets' folder: ``register/pipelines`` inside an installed wheel (``pyproject.toml``
+    maps the top-level ``pipelines/`` there), else ``pipelines/`` beside the package in a source
+    checkout or an editable install."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "pipelines", here.parent / "pipelines"):
+        if (candidate / "default.toml").is_file():
+            return candidate
+    raise ConfigError(
+        f"the preset folder is missing: neither {here / 'pipelines'} nor {here.parent / 'pipelines'}"
+    )
+
+
+PRESET_DIR = _preset_dir()
 STAGES = ("affine", "flow", "spline")
 
 

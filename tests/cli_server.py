@@ -2,7 +2,7 @@
 
 Starting ``register`` costs about three seconds on a busy 2-core machine (torch, VTK), which
 would make a table of sixty command lines take minutes. This server imports the CLI once and
-then, for each request, forks a child that runs ``register.cli.main(argv)`` exactly as the
+then, for each request, forks a child that runs ``register.app.cli.main(argv)`` exactly as the
 console script does: its own working folder, stdout and stderr (files), exit code, address
 space limit and, on a timeout, a SIGKILL. An exception that escapes ``main`` is printed by
 ``sys.excepthook`` (Typer's, as in the console script) and exits 1.
@@ -82,7 +82,7 @@ def _child(req: dict) -> int:
         return SKIP
     if req.get("memory"):
         resource.setrlimit(resource.RLIMIT_AS, (req["memory"], resource.RLIM_INFINITY))
-    from register.cli import main
+    from register.app.cli import main
 
     try:
         main(list(req["argv"]))
@@ -106,7 +106,7 @@ def serve() -> None:
     import numpy
     import torch  # noqa: F401
 
-    import register.cli  # noqa: F401
+    import register.app.cli  # noqa: F401
     import register.pipeline  # noqa: F401
     from register.core.pointcloud import PointCloud
     from register.io import write_points

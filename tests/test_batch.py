@@ -30,10 +30,10 @@ from test_cli import (
 )
 from test_cli import write_pair as write_cli_pair
 
-from register.batch import PairJob, check_complete, read_manifest, run_pair
-from register.batch.driver import BatchOptions, plan, run_batch
-from register.batch.local import LocalRunner
-from register.batch.manifest import ManifestError
+from register.app.batch import PairJob, check_complete, read_manifest, run_pair
+from register.app.batch.driver import BatchOptions, plan, run_batch
+from register.app.batch.local import LocalRunner
+from register.app.batch.manifest import ManifestError
 from register.core.pointcloud import PointCloud
 from register.io import write_points
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from register.cli import app, main
+from register.app.cli import app, main
 from register.config import load_config, to_toml, with_overrides
 from register.core.pointcloud import PointCloud
 from register.errors import InputError
@@ -201,11 +201,11 @@ def test_run_json_is_the_only_stdout(run):
 
 
 def test_shorthand_without_run_in_a_subprocess(pair, run, tmp_path):
-    """``python -m register.cli SRC TGT`` (no ``run``): JSON only on stdout, same result."""
+    """``python -m register.app.cli SRC TGT`` (no ``run``): JSON only on stdout, same result."""
     src, tgt = pair
     outdir = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "register.cli", src, tgt, "-o", outdir, "--json", "--seed", "3", *CHEAP],
+        [sys.executable, "-m", "register.app.cli", src, tgt, "-o", outdir, "--json", "--seed", "3", *CHEAP],
         capture_output=True,
         text=True,
         env=subprocess_env(),
@@ -469,12 +469,12 @@ def test_error_message_is_not_hard_wrapped(pair, tmp_path):
 
 def test_failed_write_keeps_old_output_and_no_partial_folder(pair, run, tmp_path, monkeypatch):
     """A failure half-way through writing OUTDIR (--overwrite) leaves the old OUTDIR as it was."""
-    import register.outputs
+    import register.app.outputs
 
     def broken_to_toml(cfg):
         raise InputError("config.toml: simulated write failure")
 
-    monkeypatch.setattr(register.outputs, "to_toml", broken_to_toml)
+    monkeypatch.setattr(register.app.outputs, "to_toml", broken_to_toml)
     src, tgt = pair
     outdir = tmp_path / "out"
     shutil.copytree(run[1], outdir)
@@ -487,12 +487,12 @@ def test_failed_write_keeps_old_output_and_no_partial_folder(pair, run, tmp_path
 
 def test_failed_screenshot_leaves_no_result(pair, tmp_path, monkeypatch):
     """Rendering fails after the registration: exit 2 and neither OUTDIR nor the PNG remains."""
-    import register.viz
+    import register.app.viz
 
     def broken_render(*args, screenshot=None, **kwargs):
         raise InputError(f"--screenshot {screenshot}: rendering failed (EGL not available)")
 
-    monkeypatch.setattr(register.viz, "render", broken_render)
+    monkeypatch.setattr(register.app.viz, "render", broken_render)
     src, tgt = pair
     shot = tmp_path / "qa.png"
     result = invoke(["run", src, tgt, "-o", tmp_path / "out", "-q", "--screenshot", shot, *CHEAP])
@@ -574,14 +574,14 @@ def test_import_and_help_do_not_load_heavy_modules():
     code = textwrap.dedent(
         """
         import json, sys
-        import register.cli
+        import register.app.cli
 
         def heavy():
             return sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "pyvista", "vtk", "vtkmodules"))
 
         after_import = heavy()
         try:
-            register.cli.main(["--help"])
+            register.app.cli.main(["--help"])
         except SystemExit as exc:
             status = exc.code
         print(json.dumps({"import": after_import, "help": heavy(), "status": status}))
@@ -596,7 +596,7 @@ def test_import_and_help_do_not_load_heavy_modules():
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["import"] == [], f"import register.cli loads {report['import']}"
+    assert report["import"] == [], f"import register.app.cli loads {report['import']}"
     assert report["help"] == [], f"register --help loads {report['help']}"
     assert report["status"] in (0, None)
 
@@ -608,7 +608,18 @@ def test_screenshot_renders_a_png(pair, tmp_path):
     src, tgt = pair
     shot = tmp_path / "qa.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "register.cli", src, tgt, "-o", tmp_path / "out", "-q", "--screenshot", shot]
+        [
+            sys.executable,
+            "-m",
+            "register.app.cli",
+            src,
+            tgt,
+            "-o",
+            tmp_path / "out",
+            "-q",
+            "--screenshot",
+            shot,
+        ]
         + CHEAP,
         capture_output=True,
         text=True,

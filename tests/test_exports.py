@@ -157,7 +157,7 @@ def _cli_pair(folder: Path) -> tuple[Path, Path]:
 def _invoke(*args) -> object:
     from typer.testing import CliRunner
 
-    from register.cli import app
+    from register.app.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "80", "NO_COLOR": "1"})
 

@@ -11,7 +11,7 @@ import pytest
 from scipy.spatial import cKDTree
 from typer.testing import CliRunner
 
-from register.cli import app
+from register.app.cli import app
 from register.core.pointcloud import PointCloud
 from register.errors import InputError
 from register.io import read_points, write_points

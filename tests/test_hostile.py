@@ -1,7 +1,7 @@
 """Hostile inputs and faults against the ``register`` command line (issue 19), as a table.
 
 Every case builds its files in a fresh folder, runs one command line in a separate process
-(``register.cli.main`` forked from :mod:`cli_server`, so torch is imported once; the
+(``register.app.cli.main`` forked from :mod:`cli_server`, so torch is imported once; the
 concurrency and ``ulimit`` cases start the console script itself) and checks:
 
 * the exit code (2: input the user can fix; 1: an unexpected failure or out of memory);
@@ -184,7 +184,7 @@ def after_registration(body: str) -> str:
     """Setup code running ``body`` in the child once the registration is done."""
     indented = "\n".join("    " + ln for ln in body.strip().splitlines())
     return (
-        "import register.run as _run\n"
+        "import register.app.run as _run\n"
         "_execute = _run.execute\n"
         "def _patched(*args, **kwargs):\n"
         "    out = _execute(*args, **kwargs)\n"
@@ -196,7 +196,7 @@ def after_registration(body: str) -> str:
 
 # ``body`` runs as the result folder is committed (the library's ``before_commit`` hook).
 DURING_COMMIT = (
-    "import register.outputs as _outputs\n"
+    "import register.app.outputs as _outputs\n"
     "_write = _outputs.write_result\n"
     "def _patched(*args, **kwargs):\n"
     "    kwargs['before_commit'] = lambda tmp: ({body})\n"
@@ -206,7 +206,7 @@ DURING_COMMIT = (
 
 # The registration must not start: the case's check comes before it.
 NO_REGISTRATION = (
-    "import register.run as _run\n"
+    "import register.app.run as _run\n"
     "def _patched(*args, **kwargs):\n"
     "    raise RuntimeError('the registration ran: the check came too late')\n"
     "_run.execute = _patched\n"
@@ -214,7 +214,7 @@ NO_REGISTRATION = (
 
 # `register show` without opening a window (rendering takes seconds): checks what it is given.
 STUB_VIEWER = (
-    "import register.viz as _viz\n"
+    "import register.app.viz as _viz\n"
     "def _show(view, screenshot=None):\n"
     "    assert view.source.shape == view.warped.shape and len(view.target)\n"
     "_viz.show_result = _show\n"
@@ -973,7 +973,7 @@ def intrude(what: str, out: Path) -> None:
 @pytest.mark.parametrize("what", ["folder with a file", "empty folder", "file"])
 def test_something_appearing_at_out_during_the_commit_survives(what, rename, tmp_path, monkeypatch):
     """The library's ``before_commit`` hook puts something at OUT: the commit fails, it stays."""
-    import register.outputs as outputs
+    import register.app.outputs as outputs
     from register.errors import InputError
 
     if rename == "mkdir fallback":
@@ -995,7 +995,7 @@ def test_something_appearing_at_out_during_the_commit_survives(what, rename, tmp
 def test_overwrite_replaces_only_the_folder_it_checked(tmp_path):
     """With --overwrite, a result folder swapped for the user's during the run is not replaced;
     of two runs overwriting the same result, the second fails and the first's result stays."""
-    import register.outputs as outputs
+    import register.app.outputs as outputs
     from register.errors import InputError
 
     source, result = fake_result()
@@ -1023,7 +1023,7 @@ def test_overwrite_replaces_only_the_folder_it_checked(tmp_path):
 @pytest.mark.parametrize("overwrite", [False, True])
 @pytest.mark.parametrize("layout", ["out is the folder", "out holds the folder", "out links to the folder"])
 def test_inputs_inside_the_output_are_refused(layout, overwrite, tmp_path):
-    import register.outputs as outputs
+    import register.app.outputs as outputs
     from register.errors import InputError
 
     data = tmp_path / "proj" / "data"
@@ -1057,7 +1057,7 @@ def test_two_concurrent_runs_into_the_same_output(tmp_path):
             f"while len(os.listdir({str(barrier)!r})) < 2 and time.time() < deadline:\n"
             "    time.sleep(0.05)"
         )
-        + "from register.cli import main\nmain(sys.argv[1:])\n"
+        + "from register.app.cli import main\nmain(sys.argv[1:])\n"
     )
     argv = [sys.executable, "-c", code, *RUN.split()]
     procs = [
@@ -1093,7 +1093,7 @@ def test_a_killed_run_leaves_only_what_the_next_run_removes(server, tmp_path):
 def test_show_finds_the_inputs_of_a_moved_project(tmp_path, monkeypatch):
     """metrics.json records absolute input paths and paths relative to the result folder: a result
     is shown from any working folder, and after the project folder moved as a whole."""
-    import register.outputs as outputs
+    import register.app.outputs as outputs
 
     proj = tmp_path / "proj"
     pair(proj)

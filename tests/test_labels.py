@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from register.cli import app
+from register.app.cli import app
 from register.config import AffineConfig
 from register.core.clusters import cluster
 from register.core.pointcloud import PointCloud
@@ -120,7 +120,7 @@ def test_register_records_the_labels() -> None:
     x, cx, y, cy = swapped_layers(300)
     src = PointCloud(x, {"label": cx.astype(float)})
     tgt = PointCloud(y, {"label": cy.astype(float)})
-    from register.run import build_config
+    from register.app.run import build_config
 
     cfg = build_config("default", stages="affine", overrides=('pipeline.labels="label"',))
     result = register(src, tgt, cfg)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from register.cli import COMMANDS, app
+from register.app.cli import COMMANDS, app
 from register.core.transforms import Affine, Composite, KernelField, load_transform
 from register.errors import InputError
 from register.fields import displacement_on_grid, field_image

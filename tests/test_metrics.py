@@ -58,7 +58,7 @@ def test_eval_reproduces_the_tre_of_the_run(tmp_path):
 
     from typer.testing import CliRunner
 
-    from register.cli import app
+    from register.app.cli import app
     from register.core.pointcloud import PointCloud
     from register.io import write_points
 

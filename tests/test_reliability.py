@@ -205,8 +205,8 @@ def test_run_shows_the_verdict_in_metrics_json_summary_and_json(tmp_path):
 def test_batch_summary_and_report_carry_the_verdict(tmp_path):
     from test_batch import OVERRIDES, write_cohort
 
-    from register.batch import BatchOptions, plan, read_manifest, run_batch, run_pair
-    from register.report import write_report
+    from register.app.batch import BatchOptions, plan, read_manifest, run_batch, run_pair
+    from register.app.report import write_report
 
     class InProcess:
         capacity, threads = 1, None

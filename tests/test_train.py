@@ -1,4 +1,4 @@
-"""Tests of training (``register.models.train``), the flow stage and ``register train``.
+"""Tests of training (``register.app.train``), the flow stage and ``register train``.
 
 The networks are tiny (three levels of 8-32 channels, 512-point clouds) so that every test
 runs in seconds on two cores.
@@ -13,15 +13,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from register.cli import app
-from register.config import load_config, with_overrides
-from register.core.transforms import Composite, KernelField, Transform
-from register.errors import InputError
-from register.metrics import folding_fraction
-from register.models.checkpoint import FlowModel, read_checkpoint
-from register.models.pointpwc import FlowNet, FlowNetConfig, init_parameters
-from register.models.registry import load_model
-from register.models.train import (
+from register.app.cli import app
+from register.app.train import (
     PRESETS,
     PairSource,
     TrainSettings,
@@ -30,6 +23,13 @@ from register.models.train import (
     state_path,
     train,
 )
+from register.config import load_config, with_overrides
+from register.core.transforms import Composite, KernelField, Transform
+from register.errors import InputError
+from register.metrics import folding_fraction
+from register.models.checkpoint import FlowModel, read_checkpoint
+from register.models.pointpwc import FlowNet, FlowNetConfig, init_parameters
+from register.models.registry import load_model
 from register.pipeline import register
 from register.stages.flow import flow_predict
 from register.synth import make_lung_pair, make_training_pair
@@ -304,7 +304,7 @@ def test_model_feature_is_read_from_the_clouds(trained):
 
 
 def test_cli_train_writes_a_model_and_refuses_to_overwrite(tmp_path, monkeypatch):
-    import register.models.train as train_module
+    import register.app.train as train_module
 
     # The default network needs 1024 points; keep the run to seconds with the tiny one.
     monkeypatch.setattr(train_module.TrainSettings, "network", lambda self: TINY)
@@ -346,7 +346,7 @@ def _write_real_pairs(root, shift=(6.0, -4.0, 3.0)):
 
 def _ot_on_real(model_path, real_root) -> float:
     """Mean OT loss (3) of a saved model over the real pairs (model units)."""
-    from register.models.finetune import RealPairs, ot_loss, real_pair_files
+    from register.app.finetune import RealPairs, ot_loss, real_pair_files
 
     model = load_model(str(model_path))
     pairs = RealPairs(real_pair_files(real_root), "radius")
@@ -378,7 +378,7 @@ def test_ot_fine_tuning_lowers_the_ot_loss_on_real_pairs(tmp_path):
 
 
 def test_real_pairs_from_a_manifest_or_a_folder_and_clear_errors(tmp_path):
-    from register.models.finetune import real_pair_files
+    from register.app.finetune import real_pair_files
 
     real = _write_real_pairs(tmp_path / "real")
     by_folder = real_pair_files(real)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from register.cli import app
+from register.app.cli import app
 from register.config import load_config, with_overrides
 from register.errors import ConfigError, InputError
 from register.io import read_points, write_points
@@ -55,7 +55,9 @@ def test_lung_sample_passes_in_millimetres():
 def test_lung_sample_in_other_units_is_refused(factor, unit):
     cloud = read_points(SAMPLES / "lung_source.ply")
     cloud.points = cloud.points * factor
-    with pytest.raises(InputError, match=r"lung_source\.ply spans .* the units of the lung preset are millimetres"):
+    with pytest.raises(
+        InputError, match=r"lung_source\.ply spans .* the units of the lung preset are millimetres"
+    ):
         check_extent(load_config("lung"), cloud, "the lung preset")
 
 

@@ -8,7 +8,7 @@
   with its normalisation, ready to predict in data units.
 * :mod:`register.models.registry` - the models shipped in ``register/models/weights/`` and
   :func:`load_model` (a shipped name or a path).
-* :mod:`register.models.train` - supervised training on synthetic pairs.
+* :mod:`register.app.train` - supervised training on synthetic pairs.
 * :mod:`register.models.card` - the model card written next to every trained model.
 
 This package reads no user data and never prints; the CLI drives it.

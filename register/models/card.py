@@ -1,6 +1,6 @@
 """Model cards: the Markdown file next to each trained model (``model.pt`` -> ``model.md``).
 
-Written by :func:`register.models.train.train` from the checkpoint's own metadata, so the card
+Written by :func:`register.app.train.train` from the checkpoint's own metadata, so the card
 always describes the weights it sits next to: training data, the command that reproduces
 them, seed, steps, time, validation error, architecture and normalisation.
 """

@@ -50,7 +50,7 @@ from register.core.pointcloud import PointCloud
 from register.errors import InputError
 
 RESULT_FILES = ("transform.npz", "field.npz", "field.vtk", "metrics.json", "config.toml")
-# What ``register batch`` adds to a pair's folder (register.batch.job: LOG, IMAGE, STATUS).
+# What ``register batch`` adds to a pair's folder (register.app.batch.job: LOG, IMAGE, STATUS).
 BATCH_FILES = ("register.log", "qa.png", "status.json")
 # A folder may be replaced (``--overwrite``) only when it holds nothing but these (and at least
 # one of the records register writes), so a folder of the user's is never deleted.
@@ -649,9 +649,9 @@ def read_result(
         InputError: not a result folder, a damaged file in it (the message names it), or a file
             it names cannot be found (the message says which option gives it).
     """
+    from register.app.landmarks import read_landmarks
     from register.core.transforms import Transform
     from register.io import read_points
-    from register.run import read_landmarks
 
     folder = Path(folder)
     for name in ("field.npz", "metrics.json", "transform.npz"):

@@ -7,7 +7,7 @@ source and the target (uniform masses, model units):
     L_OT = S_{eps, rho}( (1/N) sum_i delta_{x_i + F_i},  (1/M) sum_j delta_{y_j} )        (3)
 
 with ``eps = blur^2`` and reach ``rho`` (``inf``: balanced). It is small when the warped source
-covers the target. :func:`register.models.train.train` adds ``ot_weight * L_OT`` of one real pair
+covers the target. :func:`register.app.train.train` adds ``ot_weight * L_OT`` of one real pair
 per step to the supervised loss (1) of the synthetic batch, so the network keeps its synthetic
 supervision while it adapts to what real clouds look like.
 
@@ -46,7 +46,7 @@ def real_pair_files(path: str | Path) -> list[RealPairFiles]:
     Raises:
         InputError: naming ``--real`` and the path, with what is wrong and the expected layout.
     """
-    from register.batch.manifest import FORMATS, read_manifest
+    from register.app.batch.manifest import FORMATS, read_manifest
     from register.io import supported_extensions
 
     path = Path(path)

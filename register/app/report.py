@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from register.batch.summary import STATUS_ORDER, collect, read_batch
+from register.app.batch.summary import STATUS_ORDER, collect, read_batch
 from register.errors import InputError
 
 GENERATOR = "register report"
@@ -202,7 +202,7 @@ def write_report(
     Returns:
         The path written.
     """
-    from register.batch.summary import atomic_text
+    from register.app.batch.summary import atomic_text
 
     outdir = Path(outdir)
     output = Path(output) if output is not None else outdir / REPORT_FILE

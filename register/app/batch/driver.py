@@ -7,7 +7,7 @@
         rows, batch = run_batch(jobs, Path("out"), runner, manifest=Path("cohort.csv"))
 
 The output folder holds ``batch.json`` (what was asked), one folder per pair (see
-:mod:`register.batch.job`), ``summary.csv`` / ``summary.json`` and a hidden lock file. Only
+:mod:`register.app.batch.job`), ``summary.csv`` / ``summary.json`` and a hidden lock file. Only
 one batch at a time may write into it (an advisory lock, released even by ``kill -9``). On
 start, every hidden temporary left by an interrupted run is removed, and every pair whose
 folder is not a complete, valid, up-to-date success is (re)run.
@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from register.batch.job import PairJob, check_complete, record_crash, remove
-from register.batch.manifest import PairSpec
-from register.batch.summary import (
+from register.app.batch.job import PairJob, check_complete, record_crash, remove
+from register.app.batch.manifest import PairSpec
+from register.app.batch.summary import (
     BATCH_FILE,
     SUMMARY_CSV,
     SUMMARY_JSON,
@@ -115,7 +115,7 @@ def check_outdir(outdir: Path) -> None:
 def check_pair_inputs(jobs: list[PairJob]) -> None:
     """Refuse a batch in which a pair's folder holds one of the pair's inputs: the folder is
     replaced as a whole whenever the pair runs (again)."""
-    from register.run import input_files
+    from register.app.run import input_files
 
     problems = []
     for job in jobs:
@@ -155,7 +155,7 @@ def _locked(outdir: Path) -> Iterator[None]:
 
 def _clean_temporaries(outdir: Path) -> list[Path]:
     """Remove the hidden temporaries interrupted runs left (we hold the lock: none is live)."""
-    from register.outputs import stale_temporaries
+    from register.app.outputs import stale_temporaries
 
     stale = [*stale_temporaries(outdir), *outdir.glob(".*.log.partial"), *outdir.glob(".*.tmp")]
     for path in stale:
@@ -181,8 +181,8 @@ def run_batch(
     Args:
         jobs: from :func:`plan` (``outdir`` checked with :func:`check_outdir`).
         outdir: the batch's output folder (created if needed).
-        runner: :class:`~register.batch.local.LocalRunner` or
-            :class:`~register.batch.dask_runner.DaskRunner` (closed by the caller).
+        runner: :class:`~register.app.batch.local.LocalRunner` or
+            :class:`~register.app.batch.dask_runner.DaskRunner` (closed by the caller).
         options: the options the jobs were planned with (recorded in ``batch.json`` and
             ``summary.json``); its ``retries`` are used here.
         manifest: recorded in ``batch.json`` and ``summary.json``.

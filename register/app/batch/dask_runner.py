@@ -1,6 +1,6 @@
 """Run pairs on an existing Dask distributed cluster (``register batch --scheduler ADDRESS``).
 
-The client submits every pair at once as a task calling :func:`register.batch.job.run_pair`;
+The client submits every pair at once as a task calling :func:`register.app.batch.job.run_pair`;
 the scheduler spreads them over the workers. Workers need ``register`` installed and the
 manifest's files and the output folder at the same paths (a shared file system), as on a
 SLURM cluster started with dask-jobqueue (see ``examples/``). A worker thread runs one pair
@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from register.batch.job import PairJob
+from register.app.batch.job import PairJob
 from register.errors import InputError
 
 INSTALL_HINT = "pip install 'register[distributed]'"
@@ -59,7 +59,7 @@ class DaskRunner:
         return f"Dask cluster {self.address}: {len(workers)} worker(s), {slots} slot(s), {self.threads} thread(s) per pair"
 
     def submit(self, job: PairJob) -> None:
-        from register.batch.job import run_pair
+        from register.app.batch.job import run_pair
 
         key = f"register-{job.id}-{job.attempt}-{uuid.uuid4().hex[:8]}"
         self._futures[self._client.submit(run_pair, job, key=key, pure=False)] = job

@@ -7,7 +7,7 @@ both write the same result for the same request:
     inputs = prepare(request)            # every input check; raises InputError, nothing written
     result, metrics = execute(inputs)    # the registration and its metrics.json content
 
-Writing the result folder is :func:`register.outputs.write_result`'s job.
+Writing the result folder is :func:`register.app.outputs.write_result`'s job.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from register.app import DISTRIBUTION
+from register.app.landmarks import landmark_errors, read_landmarks
 from register.errors import InputError
 
 VERSIONED_PACKAGES = (
@@ -88,13 +90,14 @@ class Inputs:
 
 
 def versions() -> dict[str, str]:
-    """Python and the installed versions of the packages ``register`` uses."""
+    """Python and the installed versions of the packages ``register`` uses (``register``: this
+    package, whose distribution is named :data:`register.app.DISTRIBUTION`)."""
     from importlib import metadata
 
     out = {"python": sys.version.split()[0]}
     for pkg in VERSIONED_PACKAGES:
         try:
-            out[pkg] = metadata.version(pkg)
+            out[pkg] = metadata.version(DISTRIBUTION if pkg == "register" else pkg)
         except metadata.PackageNotFoundError:
             continue
     return out
@@ -130,34 +133,6 @@ def build_config(
     return with_overrides(cfg, extra) if extra else cfg
 
 
-def read_landmarks(paths: tuple[Path, Path], dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source and target landmark arrays ``(L, D)``, rows in correspondence."""
-    from register.io import read_points
-
-    src_lm, tgt_lm = (read_points(p).points for p in paths)
-    if src_lm.shape != tgt_lm.shape:
-        raise InputError(
-            f"--landmarks {paths[0]} {paths[1]}: {len(src_lm)} and {len(tgt_lm)} rows "
-            f"({src_lm.shape[1]}-D and {tgt_lm.shape[1]}-D); rows must correspond one to one"
-        )
-    if src_lm.shape[1] != dim:
-        raise InputError(f"--landmarks {paths[0]}: {src_lm.shape[1]}-D landmarks for {dim}-D clouds")
-    return src_lm, tgt_lm
-
-
-def landmark_errors(transform, src_lm: np.ndarray, tgt_lm: np.ndarray) -> dict:
-    """TRE before and after ``transform`` (data units, lower is better) and per landmark."""
-    from register.metrics import tre
-
-    warped = transform.apply(src_lm)
-    return {
-        "count": len(src_lm),
-        "before": tre(src_lm, tgt_lm),
-        "after": tre(warped, tgt_lm),
-        "per_landmark_after": np.linalg.norm(warped - tgt_lm, axis=1).tolist(),
-    }
-
-
 MAX_SEED = 2**64 - 1
 
 
@@ -189,8 +164,8 @@ def input_files(request: RunRequest) -> list[Path]:
 
 def result_size(inputs: Inputs) -> int:
     """An upper estimate of the result folder's size for ``inputs``, bytes
-    (:func:`register.outputs.result_bytes`)."""
-    from register.outputs import result_bytes
+    (:func:`register.app.outputs.result_bytes`)."""
+    from register.app.outputs import result_bytes
 
     src, cfg = inputs.source, inputs.config
     values = sum(int(np.prod(v.shape[1:], dtype=int)) for v in src.point_data.values())

@@ -1,6 +1,6 @@
 """The batch's tables: ``OUTDIR/summary.csv`` and ``OUTDIR/summary.json``, one row per pair.
 
-Rows come from the pairs' records (see :func:`register.batch.job.run_pair`); both files are
+Rows come from the pairs' records (see :func:`register.app.batch.job.run_pair`); both files are
 rewritten atomically after every finished pair, so an interrupted batch still has an up-to-date
 summary. :func:`collect` rebuilds the rows from the pair folders alone (``batch.json`` gives the
 pair order), which is what ``register report`` reads.
@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-from register.batch.job import read_status
+from register.app.batch.job import read_status
 
 BATCH_FILE = "batch.json"
 SUMMARY_CSV = "summary.csv"
@@ -72,7 +72,7 @@ def atomic_text(path: Path, text: str) -> None:
 
 def write_summary(outdir: Path, rows: list[dict], batch: dict) -> None:
     """Write ``summary.csv`` and ``summary.json`` (``{"batch": batch, "pairs": rows}``)."""
-    from register.outputs import json_safe
+    from register.app.outputs import json_safe
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")

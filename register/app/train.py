@@ -105,7 +105,7 @@ class TrainSettings:
         net: network hyper-parameters (``None``: the default :class:`FlowNetConfig`, with one
             input feature when the preset has one).
         real: real, unlabelled pairs for the OT loss (3) (a manifest or a folder, see
-            :mod:`register.models.finetune`; "" = synthetic supervision only).
+            :mod:`register.app.finetune`; "" = synthetic supervision only).
         ot_weight: weight of (3) against (1); ot_blur, ot_reach: its blur and reach, model
             units (the preset's normalisation: ~RMS radius 1 for lung / shapes, 10 m for
             sceneflow; ``inf`` reach = balanced).
@@ -452,7 +452,7 @@ def train(
     source = PairSource(settings)
     real = None
     if settings.real:
-        from register.models.finetune import RealPairs, ot_loss, real_pair_files
+        from register.app.finetune import RealPairs, ot_loss, real_pair_files
 
         real = RealPairs(real_pair_files(settings.real), spec.feature)
     held_out = validation_pairs(spec.kind, settings.validation_pairs, settings.points)

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from register.app import DISTRIBUTION
 from register.errors import InputError
 
 EXIT_FAILED = 1
@@ -70,7 +71,7 @@ def _version(value: bool) -> None:
     if value:
         from importlib import metadata
 
-        typer.echo(f"register {metadata.version('register')}")
+        typer.echo(f"register {metadata.version(DISTRIBUTION)}")
         raise typer.Exit()
 
 
@@ -281,7 +282,7 @@ def run(
         drop_nan,
     )
     if json_out:
-        from register.outputs import json_safe
+        from register.app.outputs import json_safe
 
         typer.echo(json.dumps(json_safe(summary), indent=2))
 
@@ -313,8 +314,8 @@ def _run(
     landmarks,
     drop_nan=False,
 ) -> dict:
-    from register.outputs import check_output, write_result
-    from register.run import RunRequest, check_request, input_files, prepare, result_size
+    from register.app.outputs import check_output, write_result
+    from register.app.run import RunRequest, check_request, input_files, prepare, result_size
 
     outdir = output or Path(f"{_stem(source)}_to_{_stem(target)}")
     request = RunRequest(
@@ -350,7 +351,7 @@ def _run(
     out.check_space(result_size(inputs))
     out.check_writers(inputs.source)
     result, metrics = _register_with_progress(inputs, quiet)
-    from register.viz import render
+    from register.app.viz import render
 
     src, tgt = inputs.source, inputs.target
     title = f"{source.name} -> {target.name}"
@@ -364,7 +365,7 @@ def _run(
             screenshot.unlink(missing_ok=True)
         raise
     if show:
-        from register.viz import ResultView, show_result
+        from register.app.viz import ResultView, show_result
 
         view = ResultView.from_result(src.points, tgt.points, result, inputs.landmarks, title=title)
         show_result(view)
@@ -403,7 +404,7 @@ STEP_LABELS = {
 def _register_with_progress(inputs, quiet):
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from register.run import execute
+    from register.app.run import execute
 
     if quiet:
         return execute(inputs)
@@ -492,10 +493,10 @@ def evaluate(
     verbose: Verbose = False,
 ) -> None:
     """Evaluate a saved transform: landmark TRE, or scene-flow EPE3D / Acc3DS / Acc3DR / Outliers3D."""
+    from register.app.landmarks import landmark_errors, read_landmarks
     from register.core.transforms import Transform
     from register.io import read_points
     from register.metrics import scene_flow
-    from register.run import landmark_errors, read_landmarks
 
     if landmarks is None and flow_gt is None:
         raise InputError("give --landmarks SRC_LM TGT_LM and/or --flow-gt FLOW --source SRC")
@@ -717,13 +718,13 @@ def batch(
     """
     _setup_logging(False, quiet or json_out)
     try:
-        from register.batch import BatchOptions
+        from register.app.batch import BatchOptions
 
         options = BatchOptions(pipeline, weights, seed, device, tuple(set_ or ()), stages, images, retries)
         rows, info = _batch(manifest, output, options, workers, scheduler, threads, quiet or json_out)
         report_path = None
         if report:
-            from register.report import write_report
+            from register.app.report import write_report
 
             report_path = write_report(output)
     except KeyboardInterrupt:
@@ -731,7 +732,7 @@ def batch(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     failed = [r for r in rows if r["status"] != "ok"]
     if json_out:
-        from register.outputs import json_safe
+        from register.app.outputs import json_safe
 
         summary = {
             "status": "failed" if failed else "ok",
@@ -751,8 +752,8 @@ def batch(
 
 
 def _batch(manifest, output, options, workers, scheduler, threads, quiet):
-    from register.batch import check_outdir, check_pair_inputs, plan, read_manifest, run_batch
-    from register.run import build_config, check_seed
+    from register.app.batch import check_outdir, check_pair_inputs, plan, read_manifest, run_batch
+    from register.app.run import build_config, check_seed
 
     if scheduler is not None and workers is not None:
         raise InputError(
@@ -774,11 +775,11 @@ def _batch(manifest, output, options, workers, scheduler, threads, quiet):
     jobs = plan(pairs, output, options)
     check_pair_inputs(jobs)
     if scheduler is not None:
-        from register.batch.dask_runner import DaskRunner
+        from register.app.batch.dask_runner import DaskRunner
 
         runner = DaskRunner(scheduler, threads)
     else:
-        from register.batch.local import LocalRunner
+        from register.app.batch.local import LocalRunner
 
         runner = LocalRunner(workers or 1, threads)
     with runner, _batch_progress(len(jobs), quiet) as on_event:
@@ -884,7 +885,7 @@ def report_command(
 
     The page is self-contained (inline style and script, no network) and opens from disk.
     """
-    from register.report import write_report
+    from register.app.report import write_report
 
     path = write_report(outdir, output, embed=embed, overwrite=overwrite)
     _console().print(f"wrote {path}", highlight=False, soft_wrap=True)
@@ -910,7 +911,7 @@ def show_command(
     verbose: Verbose = False,
 ) -> None:
     """Reopen a result in 3-D: source, target and warped source (toggle each), displacement as colour, landmark errors as lines."""
-    from register.viz import show_result
+    from register.app.viz import show_result
 
     if screenshot is not None:
         if screenshot.suffix.lower() != ".png":
@@ -919,8 +920,8 @@ def show_command(
             raise InputError(
                 f"--screenshot {screenshot}: file exists; choose another name or pass --overwrite"
             )
-    from register.outputs import read_result
-    from register.viz import ResultView
+    from register.app.outputs import read_result
+    from register.app.viz import ResultView
 
     view = ResultView(**read_result(result, target=target, landmarks=landmarks))
     show_result(view, screenshot=screenshot)
@@ -937,9 +938,9 @@ def info(
     """Versions, kernel backends, devices, presets, file formats and flow models."""
     import torch
 
+    from register.app.run import versions
     from register.config import preset_names
     from register.io import SUPPORTED_EXTENSIONS
-    from register.run import versions
 
     cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     data = {
@@ -1074,8 +1075,8 @@ def train_command(
     --init lung.pt --real pairs.csv
     """
     _setup_logging(False, quiet)
-    from register.models.train import TrainSettings
-    from register.run import check_seed
+    from register.app.run import check_seed
+    from register.app.train import TrainSettings
 
     check_seed(seed)
 
@@ -1147,7 +1148,7 @@ def train_command(
 
 
 def _train_with_progress(settings, out, resume, overwrite, device, command, quiet):
-    from register.models.train import train
+    from register.app.train import train
 
     if quiet:
         return train(settings, out, resume=resume, overwrite=overwrite, device=device, command=command)

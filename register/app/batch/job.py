@@ -1,7 +1,7 @@
 """One pair of a batch: a pure function from a :class:`PairJob` to a result folder and a record.
 
 ``run_pair(job)`` writes ``OUTDIR/<id>/`` in one atomic rename: exactly what ``register run``
-writes (same code path, :mod:`register.run`), plus
+writes (same code path, :mod:`register.app.run`), plus
 
     register.log   the pair's log (settings, stage levels, the error with its traceback)
     qa.png         before / after overlays side by side (unless images are off)
@@ -87,8 +87,8 @@ class PairJob:
         return self.outdir / self.id
 
     def request(self):
-        """The :class:`register.run.RunRequest` of this pair (what ``register run`` would get)."""
-        from register.run import RunRequest
+        """The :class:`register.app.run.RunRequest` of this pair (what ``register run`` would get)."""
+        from register.app.run import RunRequest
 
         return RunRequest(
             self.source,
@@ -148,7 +148,7 @@ def _file_table(folder: Path) -> dict[str, dict]:
 
 
 def _write_status(folder: Path, record: dict, spec: dict) -> None:
-    from register.outputs import json_safe
+    from register.app.outputs import json_safe
 
     status = {
         "format_version": STATUS_VERSION,
@@ -284,8 +284,8 @@ def run_pair(job: PairJob) -> dict:
         _write_status(tmp, record, spec)
 
     try:
-        from register.outputs import check_output, write_result
-        from register.run import execute, input_files, prepare, result_size
+        from register.app.outputs import check_output, write_result
+        from register.app.run import execute, input_files, prepare, result_size
 
         spec = fingerprint(job)
         log.info("pair %s, attempt %d, on %s (pid %d)", job.id, job.attempt, base["host"], base["pid"])
@@ -302,7 +302,7 @@ def run_pair(job: PairJob) -> dict:
 
         def add_extras(tmp: Path) -> None:
             if job.images:
-                from register.viz import render
+                from register.app.viz import render
 
                 src, tgt = inputs.source.points, inputs.target.points
                 render(src, tgt, result.warped, screenshot=tmp / IMAGE, title=job.id)
@@ -325,7 +325,7 @@ def run_pair(job: PairJob) -> dict:
 def _failure_folder(job: PairJob, fill, record: dict) -> None:
     """Commit the folder of a failed pair (``fill(tmp)`` writes it); a pair folder that may not be
     replaced (it holds files register did not write) is left as it is, the record says so."""
-    from register.outputs import atomic_folder
+    from register.app.outputs import atomic_folder
 
     try:
         with atomic_folder(job.folder, overwrite=True) as tmp:
@@ -341,7 +341,7 @@ def record_crash(job: PairJob, record: dict) -> None:
     The pair's log up to the crash (its hidden ``.<id>.*.log.partial`` file) becomes its
     ``register.log``; hidden temporaries of the pair are removed.
     """
-    from register.outputs import stale_temporaries
+    from register.app.outputs import stale_temporaries
 
     logs = sorted(job.outdir.glob(f".{job.id}.*.log.partial"), key=lambda p: p.stat().st_mtime)
 

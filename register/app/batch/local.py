@@ -16,7 +16,7 @@ import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
-from register.batch.job import PairJob
+from register.app.batch.job import PairJob
 
 
 def default_threads(workers: int) -> int:
@@ -50,7 +50,7 @@ def _worker(conn: Connection, threads: int, parent: int) -> None:
 
     # The pair's log file is its only log; nothing goes to the batch's terminal.
     logging.getLogger().addHandler(logging.NullHandler())
-    from register.batch.job import run_pair
+    from register.app.batch.job import run_pair
 
     while True:
         try:
