@@ -18,10 +18,10 @@ import time
 import numpy as np
 import torch
 
+from register.app.train import PRESETS, PairSource, TrainSettings, multiscale_loss
 from register.config import load_config
 from register.models.checkpoint import FlowModel
 from register.models.pointpwc import FlowNet, FlowNetConfig, count_parameters, init_parameters
-from register.app.train import PRESETS, PairSource, TrainSettings, multiscale_loss
 from register.stages.flow import flow_predict
 from register.synth import make_lung_pair
 

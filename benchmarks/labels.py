@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from register.app.run import build_config
 from register.core.pointcloud import PointCloud
 from register.pipeline import register
-from register.app.run import build_config
 from register.synth.deform import breathing, make_smooth_random_field
 from register.synth.vessels import build_vessel_tree
 
