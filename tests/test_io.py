@@ -22,7 +22,7 @@ from register.io import (
     write_points,
 )
 from register.io.pcd import lzf_decompress
-from register.io.ply import write_ply
+from register.io.ply_write import write_ply
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BINARY_FORMATS = (".ply", ".pcd", ".npz", ".vtk", ".vtp", ".vtu")

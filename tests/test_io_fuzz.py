@@ -824,7 +824,7 @@ def _families() -> dict[str, Family]:
 
 
 def _ply_binary_seeds() -> list[bytes]:
-    from register.io.ply import write_ply
+    from register.io.ply_write import write_ply
 
     seeds = [_written(".ply", _seed_cloud(12, 1))]
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,7 +30,18 @@ def wheel(tmp_path_factory) -> Path:
     for name in ("register", "pipelines"):
         shutil.copytree(REPO / name, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(tree)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(tree),
+        ],
         check=True,
         capture_output=True,
         env={**os.environ, "PIP_NO_INDEX": "1"},
@@ -52,10 +63,13 @@ def test_the_wheel_holds_every_module_preset_and_weight(wheel):
     modules = {p.relative_to(REPO).as_posix() for p in (REPO / "register").rglob("*.py")}
     assert modules <= names, sorted(modules - names)
     presets = {
-        "register/pipelines/" + p.relative_to(REPO / "pipelines").as_posix() for p in (REPO / "pipelines").rglob("*.toml")
+        "register/pipelines/" + p.relative_to(REPO / "pipelines").as_posix()
+        for p in (REPO / "pipelines").rglob("*.toml")
     }
     assert {"register/pipelines/lung.toml", "register/pipelines/fallback/lung.toml"} <= presets <= names
-    weights = {p.relative_to(REPO).as_posix() for p in (REPO / "register/models/weights").iterdir() if p.is_file()}
+    weights = {
+        p.relative_to(REPO).as_posix() for p in (REPO / "register/models/weights").iterdir() if p.is_file()
+    }
     assert weights and weights <= names
     # The distribution is named register-ot; the import package stays register.
     assert any(n.startswith("register_ot-") and n.endswith(".dist-info/METADATA") for n in names)
@@ -68,7 +82,9 @@ def test_presets_load_from_the_unpacked_wheel(wheel, tmp_path):
         "from register.config import PRESET_DIR, load_config;"
         "print(PRESET_DIR); load_config('lung'); load_config('fallback/lung')"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True, text=True
+    )
     assert Path(out.stdout.strip()) == tmp_path / "register" / "pipelines"
 
 
@@ -83,6 +99,8 @@ def test_the_wheel_installs_into_an_empty_venv_without_open3d(wheel, tmp_path):
     subprocess.run([py, "-m", "pip", "install", "-q", str(wheel)], check=True)
     absent = subprocess.run([py, "-c", "import open3d"], capture_output=True)
     assert absent.returncode != 0
-    info = subprocess.run([str(venv / "bin" / "register"), "info"], check=True, capture_output=True, text=True)
+    info = subprocess.run(
+        [str(venv / "bin" / "register"), "info"], check=True, capture_output=True, text=True
+    )
     for model in ("lung", "sceneflow", "shapes"):
         assert model in info.stdout

@@ -139,12 +139,12 @@ def test_smooth_deformation_is_recovered():
 def test_clustered_matchings_recover_the_deformation_as_the_point_matchings_do(monkeypatch):
     """``cluster``: both stages match voxel clusters of side ``cluster * blur``; on a smooth
     deformation the result is as accurate as matching the points, on smaller problems."""
-    import register.pipeline as pipeline
+    import register.pipeline.once as once
     from register.config import load_config
     from register.stages.common import MatchSettings
 
     sizes, in_report = [], []
-    original, report = MatchSettings.match, pipeline._reliability
+    original, report = MatchSettings.match, once.reliability
 
     def spy(self, x, y, *args, **kwargs):
         if not in_report:  # the stages' matchings, not the reliability report's
@@ -159,7 +159,7 @@ def test_clustered_matchings_recover_the_deformation_as_the_point_matchings_do(m
             in_report.clear()
 
     monkeypatch.setattr(MatchSettings, "match", spy)
-    monkeypatch.setattr(pipeline, "_reliability", reliability)
+    monkeypatch.setattr(once, "reliability", reliability)
     x = _tree_points(5000, 2)
     truth = smooth_random_field(x, 7, n_controls=20, sigma=80.0, magnitude=6.0)
     y = (x + truth)[np.random.default_rng(5).permutation(len(x))]

@@ -17,9 +17,10 @@ EXAMPLES = sorted((REPO / "pipelines" / "examples").glob("*.toml"))
 
 
 def test_presets_are_the_top_level_pipelines_folder():
-    assert PRESET_DIR == REPO / "pipelines" or (PRESET_DIR / "lung.toml").read_text() == (
-        REPO / "pipelines" / "lung.toml"
-    ).read_text()
+    assert (
+        PRESET_DIR == REPO / "pipelines"
+        or (PRESET_DIR / "lung.toml").read_text() == (REPO / "pipelines" / "lung.toml").read_text()
+    )
     assert preset_names() == ["default", "lung", "rigid", "sceneflow", "shapes"]
 
 

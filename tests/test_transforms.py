@@ -158,8 +158,8 @@ def test_narrow_gaussian_kernel_is_exact_where_exp_would_be_subnormal():
 
 def test_fit_kernel_field_sparse_and_dense_normal_equations_agree():
     """The spline stage's regression (4) gives the same field with truncated and dense kernels."""
+    from register.core.kernel_fit import fit_kernel_field
     from register.kernels import truncated
-    from register.stages.spline import fit_kernel_field
 
     rng = np.random.default_rng(1)
     z = rng.uniform(0, 100, size=(3000, 3))
@@ -180,7 +180,7 @@ def test_fit_kernel_field_sparse_and_dense_normal_equations_agree():
 def test_grid_controls_carry_a_wide_field_like_many_random_controls():
     """A wide kernel needs few controls: voxel centroids half a kernel width apart give the same
     fit of a smooth field as 1500 random controls, with a fraction of them."""
-    from register.stages.spline import fit_kernel_field, grid_controls
+    from register.core.kernel_fit import fit_kernel_field, grid_controls
 
     rng = np.random.default_rng(2)
     z = rng.uniform(0, 200, size=(4000, 3))
@@ -202,7 +202,7 @@ def test_wide_kernel_fit_on_voxel_aggregated_data_matches_the_full_fit(monkeypat
     """(4) on the data summarised per voxel of sigma / 4 (weighted centroids and means) gives the
     field of the fit on every point, to a small fraction of the displacement; and the summary
     keeps the total weight and the weighted means."""
-    from register.stages import spline
+    from register.core import kernel_fit as spline
 
     rng = np.random.default_rng(3)
     z = rng.uniform(0, 200, size=(20000, 3))
@@ -250,8 +250,8 @@ def test_clusters_keep_mass_and_centroid_and_map_affinely():
 def test_wide_kernel_fit_by_syrk_equals_the_direct_normal_equations():
     import torch
 
+    from register.core import kernel_fit as spline
     from register.kernels.dense import gaussian_kernel
-    from register.stages import spline
 
     rng = np.random.default_rng(4)
     z = rng.uniform(-50, 50, (400, 3))
@@ -301,7 +301,7 @@ def test_grouped_normal_equations_equal_the_dense_ones_where_groups_skip_control
 def test_spd_solve_by_cholesky_and_by_lu_for_a_singular_matrix():
     import torch
 
-    from register.stages.spline import solve_spd
+    from register.core.kernel_fit import solve_spd
 
     rng = np.random.default_rng(5)
     a = rng.normal(size=(50, 50))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from register.core.pointcloud import PointCloud
 from register.errors import InputError
-from register.io import images, lidar, meshes, numpy_io, pcd, ply, text, vtk_io, vtk_xml
+from register.io import images, lidar, meshes, numpy_io, pcd, ply, ply_write, text, vtk_legacy, vtk_xml
 from register.io._common import atomic_write, fail
 from register.io.registry import Format, FormatRegistry, Reader, Writer
 from register.io.validate import check_cloud, drop_nonfinite
@@ -47,16 +47,16 @@ __all__ = [
 def builtin_registry() -> FormatRegistry:
     """A new registry holding every built-in format."""
     registry = FormatRegistry()
-    registry.register(".ply", ply.read_ply, ply.write_ply)
+    registry.register(".ply", ply.read_ply, ply_write.write_ply)
     registry.register(".pcd", pcd.read_pcd, pcd.write_pcd)
     registry.register(".xyz", text.read_text, functools.partial(text.write_text, sep=" "))
     registry.register(".txt", text.read_text, functools.partial(text.write_text, sep=" "))
     registry.register(".csv", text.read_text, functools.partial(text.write_text, sep=","))
     registry.register(".npy", numpy_io.read_npy, numpy_io.write_npy)
     registry.register(".npz", numpy_io.read_npz, numpy_io.write_npz)
-    registry.register(".vtk", vtk_io.read_legacy_vtk, vtk_io.write_legacy_vtk)
-    registry.register(".vtp", vtk_xml.read_vtp, vtk_io.write_vtp)
-    registry.register(".vtu", vtk_xml.read_vtu, vtk_io.write_vtu)
+    registry.register(".vtk", vtk_legacy.read_legacy_vtk, vtk_legacy.write_legacy_vtk)
+    registry.register(".vtp", vtk_xml.read_vtp, vtk_xml.write_vtp)
+    registry.register(".vtu", vtk_xml.read_vtu, vtk_xml.write_vtu)
     registry.register(
         ".obj",
         functools.partial(meshes.read_meshio, file_format="obj"),

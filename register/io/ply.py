@@ -1,4 +1,4 @@
-"""PLY (Stanford polygon format), ASCII and binary (little / big endian), with a numpy parser.
+"""PLY (Stanford polygon format) reading, ASCII and binary (little / big endian), with a numpy parser.
 
 Reading keeps every ``vertex`` property: ``x, y[, z]`` become the points (float64), every other
 scalar property becomes an ``(N,)`` point attribute in its declared dtype, and consecutive
@@ -6,11 +6,13 @@ properties ``name_0 .. name_{k-1}`` are reassembled into one ``(N, k)`` attribut
 element with a ``vertex_indices`` (or ``vertex_index``) list gives ``faces`` (uniform polygon
 size only) and an ``edge`` element with ``vertex1``/``vertex2`` gives ``lines``. Other elements
 are skipped.
+
+The header is parsed by :mod:`register.io.ply_header`; files are written by
+:mod:`register.io.ply_write`.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,70 +24,15 @@ from register.io._common import (
     cast_values,
     check_bytes,
     check_end,
-    check_plain_names,
     fail,
     first_bad_token,
-    format_rows,
-    header_count,
     merge_components,
     mixed_faces,
-    split_components,
     truncated,
 )
+from register.io.ply_header import Element, Header, Property, parse_header
 
-_TYPES = {
-    "char": "i1",
-    "int8": "i1",
-    "uchar": "u1",
-    "uint8": "u1",
-    "short": "i2",
-    "int16": "i2",
-    "ushort": "u2",
-    "uint16": "u2",
-    "int": "i4",
-    "int32": "i4",
-    "uint": "u4",
-    "uint32": "u4",
-    "float": "f4",
-    "float32": "f4",
-    "double": "f8",
-    "float64": "f8",
-}
-_DTYPES = {name: np.dtype(code) for name, code in _TYPES.items()}
-_TYPE_NAMES = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4": "int", "u4": "uint"}
-_TYPE_NAMES.update({"f4": "float", "f8": "double"})
-_BYTE_ORDERS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
 _FACE_LISTS = ("vertex_indices", "vertex_index")
-_END_HEADER = re.compile(rb"^end_header[ \t]*(\r?\n|$)", re.MULTILINE)
-_HEADER_FIX = "Fix or re-export the file"
-
-
-@dataclass(frozen=True)
-class _Property:
-    """One property: scalar (``count_dtype is None``) or list of ``dtype`` items."""
-
-    name: str
-    dtype: np.dtype
-    count_dtype: np.dtype | None = None
-
-
-@dataclass(frozen=True)
-class _Element:
-    name: str
-    count: int
-    properties: tuple[_Property, ...]
-
-
-@dataclass(frozen=True)
-class _Header:
-    byte_order: str | None  # None for ASCII
-    elements: tuple[_Element, ...]
-    body_start: int  # byte offset of the data
-    n_lines: int  # header lines, for line numbers in ASCII messages
-
-
-# ----------------------------------------------------------------------------------------------
-# reading
 
 
 def read_ply(path: Path) -> PointCloud:
@@ -95,79 +42,12 @@ def read_ply(path: Path) -> PointCloud:
         InputError: not a PLY file, bad header, truncated data, mixed face sizes.
     """
     data = path.read_bytes()
-    header = _parse_header(data, path)
+    header = parse_header(data, path)
     if header.byte_order is None:
         arrays = _read_ascii_body(data, header, path)
     else:
         arrays = _read_binary_body(data, header, path)
     return _build_cloud(arrays, header, path)
-
-
-def _parse_header(data: bytes, path: Path) -> _Header:
-    """Parse the text header up to ``end_header``."""
-    if not data.startswith(b"ply"):
-        raise fail(
-            path, "not a PLY file (it does not start with 'ply')", "Check the file type and its extension"
-        )
-    end = _END_HEADER.search(data)
-    if end is None:
-        raise fail(path, "the PLY header has no 'end_header' line", "The file is truncated or not a PLY file")
-    lines = data[: end.start()].decode("ascii", errors="replace").splitlines()
-    formats: list[str] = []
-    elements: list[tuple[str, int, list[_Property]]] = []
-    element_names: set[str] = set()
-    names: set[str] = set()  # of the current element's properties
-    for number, line in enumerate(lines[1:], start=2):
-        words = line.split()
-        if not words or words[0] in ("comment", "obj_info"):
-            continue
-        if words[0] == "format" and len(words) >= 2 and words[1] in _BYTE_ORDERS:
-            formats.append(words[1])
-        elif words[0] == "element" and len(words) == 3:
-            if words[1] in element_names:
-                raise fail(path, f"the PLY header declares element '{words[1]}' twice", _HEADER_FIX)
-            element_names.add(words[1])
-            count = header_count(path, words[2], f"the record count of element '{words[1]}'")
-            elements.append((words[1], count, []))
-            names = set()
-        elif words[0] == "property" and elements:
-            prop = _parse_property(words, path, number)
-            if prop.name in names:
-                raise fail(
-                    path,
-                    f"the PLY element '{elements[-1][0]}' declares property '{prop.name}' twice",
-                    _HEADER_FIX,
-                )
-            names.add(prop.name)
-            elements[-1][2].append(prop)
-        else:
-            raise fail(path, f"bad PLY header line {number}: {line!r}", "Fix or re-export the file")
-    if len(formats) != 1:
-        raise fail(path, "the PLY header needs exactly one valid 'format' line", "Fix or re-export the file")
-    for name, count, properties in elements:
-        if count and not properties:
-            raise fail(path, f"the PLY element '{name}' has {count} records but no properties", _HEADER_FIX)
-    return _Header(
-        _BYTE_ORDERS[formats[0]],
-        tuple(_Element(name, count, tuple(props)) for name, count, props in elements),
-        end.end(),
-        len(lines) + 1,
-    )
-
-
-def _parse_property(words: list[str], path: Path, number: int) -> _Property:
-    """``property <type> <name>`` or ``property list <count type> <item type> <name>``."""
-    if len(words) == 3 and words[1] in _DTYPES:
-        return _Property(words[2], _DTYPES[words[1]])
-    if len(words) == 5 and words[1] == "list" and words[2] in _DTYPES and words[3] in _DTYPES:
-        if _DTYPES[words[2]].kind not in "iu":
-            raise fail(
-                path, f"the PLY list length type on header line {number} is not an integer type", _HEADER_FIX
-            )
-        return _Property(words[4], _DTYPES[words[3]], _DTYPES[words[2]])
-    raise fail(
-        path, f"bad PLY property on header line {number}: {' '.join(words)!r}", "Fix or re-export the file"
-    )
 
 
 # -- binary
@@ -184,7 +64,7 @@ class _Mixed:
 _Arrays = dict[str, "dict[str, np.ndarray] | _Mixed"]
 
 
-def _read_binary_body(data: bytes, header: _Header, path: Path) -> _Arrays:
+def _read_binary_body(data: bytes, header: Header, path: Path) -> _Arrays:
     """Arrays of every element, by element name (:class:`_Mixed` for variable-size lists)."""
     offset = header.body_start
     arrays: _Arrays = {}
@@ -195,7 +75,7 @@ def _read_binary_body(data: bytes, header: _Header, path: Path) -> _Arrays:
 
 
 def _binary_element(
-    data: bytes, offset: int, element: _Element, order: str, path: Path
+    data: bytes, offset: int, element: Element, order: str, path: Path
 ) -> tuple[dict[str, np.ndarray] | _Mixed, int]:
     """Read one element at ``offset``; returns its arrays and the offset after it.
 
@@ -227,12 +107,12 @@ def _binary_element(
     return _walk_records(data, offset, element, order, path)
 
 
-def _empty_columns(element: _Element) -> dict[str, np.ndarray]:
+def _empty_columns(element: Element) -> dict[str, np.ndarray]:
     return {p.name: np.empty((0,) if p.count_dtype is None else (0, 0), p.dtype) for p in element.properties}
 
 
 def _first_record_lengths(
-    data: bytes, offset: int, element: _Element, order: str, path: Path
+    data: bytes, offset: int, element: Element, order: str, path: Path
 ) -> dict[int, int]:
     """Lengths of the list properties (by property index) in the record at ``offset``."""
     lengths: dict[int, int] = {}
@@ -247,7 +127,7 @@ def _first_record_lengths(
     return lengths
 
 
-def _read_count(data: bytes, pos: int, prop: _Property, order: str, path: Path, element: _Element) -> int:
+def _read_count(data: bytes, pos: int, prop: Property, order: str, path: Path, element: Element) -> int:
     """The list length stored at byte ``pos``."""
     count_dtype = prop.count_dtype.newbyteorder(order)  # type: ignore[union-attr]
     if pos + count_dtype.itemsize > len(data):
@@ -267,7 +147,7 @@ def _read_count(data: bytes, pos: int, prop: _Property, order: str, path: Path, 
     return n
 
 
-def _record_dtype(element: _Element, order: str, lengths: dict[int, int]) -> np.dtype:
+def _record_dtype(element: Element, order: str, lengths: dict[int, int]) -> np.dtype:
     """Packed structured dtype of one record; a list becomes a count field plus ``(k,)`` items."""
     fields: list[tuple] = []
     for i, prop in enumerate(element.properties):
@@ -284,12 +164,12 @@ def _count_field(i: int) -> str:
     return f"count {i}"
 
 
-def _record_columns(records: np.ndarray, element: _Element) -> dict[str, np.ndarray]:
+def _record_columns(records: np.ndarray, element: Element) -> dict[str, np.ndarray]:
     """Copy each property out of the records, in native byte order."""
     return {p.name: records[p.name].astype(p.dtype.newbyteorder("=")) for p in element.properties}
 
 
-def _walk_records(data: bytes, offset: int, element: _Element, order: str, path: Path) -> tuple[_Mixed, int]:
+def _walk_records(data: bytes, offset: int, element: Element, order: str, path: Path) -> tuple[_Mixed, int]:
     """Walk the records one by one (slow; only for variable-size lists): size range and end offset."""
     pos = offset
     sizes: set[int] = set()
@@ -306,7 +186,7 @@ def _walk_records(data: bytes, offset: int, element: _Element, order: str, path:
     return _Mixed(min(sizes), max(sizes)), pos
 
 
-def _short_message(element: _Element, available: int, needed: int) -> str:
+def _short_message(element: Element, available: int, needed: int) -> str:
     return (
         f"the header declares {element.count} '{element.name}' records ({needed} bytes) "
         f"but only {max(available, 0)} bytes of data follow"
@@ -316,7 +196,7 @@ def _short_message(element: _Element, available: int, needed: int) -> str:
 # -- ASCII
 
 
-def _read_ascii_body(data: bytes, header: _Header, path: Path) -> _Arrays:
+def _read_ascii_body(data: bytes, header: Header, path: Path) -> _Arrays:
     """Arrays of every element from an ASCII body (one record per line, blank lines ignored)."""
     try:
         text = data[header.body_start :].decode("ascii")
@@ -349,7 +229,7 @@ def _read_ascii_body(data: bytes, header: _Header, path: Path) -> _Arrays:
 
 
 def _ascii_element(
-    rows: list[tuple[int, list[str]]], element: _Element, path: Path
+    rows: list[tuple[int, list[str]]], element: Element, path: Path
 ) -> dict[str, np.ndarray] | _Mixed:
     """Parse the text records of one element (``rows``: line number and tokens)."""
     if not rows:
@@ -373,7 +253,7 @@ def _ascii_element(
     }
 
 
-def _ascii_spans(row: tuple[int, list[str]], element: _Element, path: Path) -> list[tuple[int, int]]:
+def _ascii_spans(row: tuple[int, list[str]], element: Element, path: Path) -> list[tuple[int, int]]:
     """Token range ``(start, stop)`` of each property in one line (list lengths read from it)."""
     number, tokens = row
     spans: list[tuple[int, int]] = []
@@ -400,7 +280,7 @@ def _ascii_spans(row: tuple[int, list[str]], element: _Element, path: Path) -> l
     return spans
 
 
-def _ascii_mixed(rows: list[tuple[int, list[str]]], element: _Element, path: Path, width: int) -> _Mixed:
+def _ascii_mixed(rows: list[tuple[int, list[str]]], element: Element, path: Path, width: int) -> _Mixed:
     """Check every line's own structure (slow path) and return the list size range."""
     has_lists = any(p.count_dtype is not None for p in element.properties)
     sizes: set[int] = set()
@@ -437,7 +317,7 @@ def _parse_numbers(rows: list[tuple[int, list[str]]], path: Path) -> np.ndarray:
 # -- assembling
 
 
-def _build_cloud(arrays: _Arrays, header: _Header, path: Path) -> PointCloud:
+def _build_cloud(arrays: _Arrays, header: Header, path: Path) -> PointCloud:
     """Points, attributes, faces and lines from the element arrays."""
     vertex = arrays.get("vertex")
     if vertex is None:
@@ -456,7 +336,7 @@ def _build_cloud(arrays: _Arrays, header: _Header, path: Path) -> PointCloud:
     return PointCloud(points, point_data, _faces(arrays, header, path), _edges(arrays, path), str(path))
 
 
-def _faces(arrays: _Arrays, header: _Header, path: Path) -> np.ndarray | None:
+def _faces(arrays: _Arrays, header: Header, path: Path) -> np.ndarray | None:
     """``(F, k)`` int64 faces from the ``face`` element's vertex list, or ``None``."""
     element = next((e for e in header.elements if e.name == "face"), None)
     if element is None or element.count == 0:
@@ -494,112 +374,3 @@ def _indices(values: np.ndarray, what: str, path: Path) -> np.ndarray:
     if values.dtype.kind not in "iu":
         raise fail(path, f"{what} has type {values.dtype.name}, not an integer type", CORRUPT_FIX)
     return values.astype(np.int64)
-
-
-# ----------------------------------------------------------------------------------------------
-# writing
-
-
-def write_ply(path: Path, cloud: PointCloud, *, binary: bool = True, byte_order: str = "<") -> None:
-    """Write ``cloud`` as PLY: binary little endian by default (``byte_order=">"`` for big endian).
-
-    Coordinates are written as ``double`` (exact); attributes keep their dtype where PLY has one
-    (int64 becomes int32 when the values fit, else double; bool becomes uchar); ``(N, k)``
-    attributes become properties ``name_0 .. name_{k-1}``. Faces go to a ``face`` element
-    (``vertex_indices``), lines to an ``edge`` element (``vertex1``, ``vertex2``).
-
-    Raises:
-        InputError: an attribute PLY cannot store (bad name, dtype or shape).
-    """
-    axes = ["x", "y", "z"][: cloud.points.shape[1]]
-    columns = [(a, cloud.points[:, i]) for i, a in enumerate(axes)]
-    columns += split_components(cloud.point_data, path, reserved=axes)
-    check_plain_names([name for name, _ in columns], path)
-    typed = [(name, *_ply_column(arr, name, path)) for name, arr in columns]
-    faces = None if cloud.faces is None or len(cloud.faces) == 0 else np.asarray(cloud.faces)
-    lines = None if cloud.lines is None or len(cloud.lines) == 0 else np.asarray(cloud.lines)
-    header = _header_text(typed, len(cloud), faces, lines, binary, byte_order)
-    with open(path, "wb") as f:
-        f.write(header.encode("ascii"))
-        if binary:
-            _write_binary_body(f, typed, faces, lines, byte_order)
-        else:
-            _write_ascii_body(f, typed, faces, lines)
-
-
-def _ply_column(arr: np.ndarray, name: str, path: Path) -> tuple[str, np.ndarray]:
-    """PLY type name and the column converted to a dtype PLY can hold."""
-    arr = np.asarray(arr)
-    kind = arr.dtype.kind
-    if kind == "b":
-        arr = arr.astype(np.uint8)
-    elif kind in "iu" and arr.dtype.itemsize == 8:
-        arr = _narrow_int64(arr)
-    elif kind == "f" and arr.dtype.itemsize < 4:
-        arr = arr.astype(np.float32)
-    elif kind not in "iuf":
-        raise fail(
-            path,
-            f"point attribute '{name}' has dtype {arr.dtype}, which PLY cannot store",
-            "Convert it to numbers",
-        )
-    code = arr.dtype.newbyteorder("=").str[1:]
-    return _TYPE_NAMES[code], arr
-
-
-def _narrow_int64(arr: np.ndarray) -> np.ndarray:
-    """int64/uint64 -> int32/uint32 if every value fits, else float64."""
-    target = np.int32 if arr.dtype.kind == "i" else np.uint32
-    info = np.iinfo(target)
-    if arr.size == 0 or (arr.min() >= info.min and arr.max() <= info.max):
-        return arr.astype(target)
-    return arr.astype(np.float64)
-
-
-def _header_text(
-    typed: list[tuple[str, str, np.ndarray]],
-    n: int,
-    faces: np.ndarray | None,
-    lines: np.ndarray | None,
-    binary: bool,
-    byte_order: str,
-) -> str:
-    fmt = "ascii" if not binary else ("binary_big_endian" if byte_order == ">" else "binary_little_endian")
-    out = ["ply", f"format {fmt} 1.0", "comment written by register", f"element vertex {n}"]
-    out += [f"property {type_name} {name}" for name, type_name, _ in typed]
-    if faces is not None:
-        count_type = "uchar" if faces.shape[1] < 256 else "int"
-        out += [f"element face {len(faces)}", f"property list {count_type} int vertex_indices"]
-    if lines is not None:
-        out += [f"element edge {len(lines)}", "property int vertex1", "property int vertex2"]
-    out.append("end_header")
-    return "\n".join(out) + "\n"
-
-
-def _write_binary_body(f, typed, faces, lines, byte_order: str) -> None:
-    """Vertex records, then faces (count + indices), then edges, packed in ``byte_order``."""
-    dtype = np.dtype([(f"c{i}", arr.dtype.newbyteorder(byte_order)) for i, (_, _, arr) in enumerate(typed)])
-    records = np.empty(len(typed[0][2]), dtype)
-    for i, (_, _, arr) in enumerate(typed):
-        records[f"c{i}"] = arr
-    f.write(records.tobytes())
-    if faces is not None:
-        k = faces.shape[1]
-        count = np.dtype("u1") if k < 256 else np.dtype("i4").newbyteorder(byte_order)
-        face_dtype = np.dtype([("n", count), ("v", np.dtype("i4").newbyteorder(byte_order), (k,))])
-        face_records = np.empty(len(faces), face_dtype)
-        face_records["n"] = k
-        face_records["v"] = faces
-        f.write(face_records.tobytes())
-    if lines is not None:
-        f.write(np.asarray(lines, dtype=np.dtype("i4").newbyteorder(byte_order)).tobytes())
-
-
-def _write_ascii_body(f, typed, faces, lines) -> None:
-    """One text line per vertex, face and edge."""
-    f.write(format_rows([arr for _, _, arr in typed], " ").encode("ascii"))
-    if faces is not None:
-        cols = [np.full(len(faces), faces.shape[1])] + [faces[:, j] for j in range(faces.shape[1])]
-        f.write(format_rows(cols, " ").encode("ascii"))
-    if lines is not None:
-        f.write(format_rows([lines[:, 0], lines[:, 1]], " ").encode("ascii"))

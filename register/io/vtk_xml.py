@@ -1,6 +1,6 @@
 """VTK XML files: ``.vtp`` (PolyData) and ``.vtu`` (UnstructuredGrid), read with a bounded parser.
 
-Reading gives what the legacy reader gives (see :mod:`register.io.vtk_io`): the points, every
+Reading gives what the legacy reader gives (see :mod:`register.io.vtk_legacy`): the points, every
 numeric point-data array (and dataset ``FieldData`` arrays with one tuple per point), uniform
 polygon faces (triangle strips split into triangles) and polylines split into ``(L, 2)``
 segments; vertex and volume cells are ignored, string arrays skipped. Several pieces are joined
@@ -18,6 +18,10 @@ UInt64): the byte count when uncompressed; with a ``compressor`` it is
 follow (zlib, LZ4 or LZMA). Every count (points, cells, components, block sizes) is checked
 against the data that are really there before anything is allocated or decompressed, and a
 block is never decompressed past its declared size.
+
+Writing uses VTK's XML writers (:mod:`register.io.vtk_backend`; binary by default): the points,
+one vertex cell per point, faces, lines and every point attribute (``displacement`` /
+``normals`` as the active ``Vectors`` / ``Normals``).
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from register.io._common import (
     segments,
     truncated,
 )
-from register.io.vtk_io import cells_by_type, uniform_faces
+from register.io.vtk_backend import polydata, run_writer, unstructured_grid, vtk_errors
+from register.io.vtk_cells import cells_by_type, uniform_faces
 
 _TYPES = {
     "Int8": "i1",
@@ -315,8 +320,6 @@ def _lz4(block: bytes, size: int) -> bytes:
     """LZ4 block decompression with VTK's own (bounded) decompressor; ``b""`` on error."""
     from vtkmodules.vtkIOCore import vtkLZ4DataCompressor
 
-    from register.io.vtk_io import vtk_errors  # a function-level import, like vtkmodules
-
     compressor = vtkLZ4DataCompressor()
     out = bytearray(size)
     with vtk_errors(compressor):
@@ -441,3 +444,25 @@ def _shifted(cells: list[np.ndarray | None], starts: np.ndarray, path: Path) -> 
     if len(widths) > 1:
         raise fail(path, f"its pieces have faces of different sizes ({widths[0]} to {widths[-1]})", _FIX)
     return np.concatenate(present)
+
+
+# ----------------------------------------------------------------------------------------------
+# writing (VTK)
+
+
+def write_vtp(path: Path, cloud: PointCloud, *, binary: bool = True) -> None:
+    """Write XML PolyData: points, vertices, faces, lines, point data (binary by default)."""
+    from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter
+
+    writer = vtkXMLPolyDataWriter()
+    writer.SetDataModeToBinary() if binary else writer.SetDataModeToAscii()
+    run_writer(writer, polydata(cloud, path), path)
+
+
+def write_vtu(path: Path, cloud: PointCloud, *, binary: bool = True) -> None:
+    """Write XML UnstructuredGrid: points, VERTEX cells, face and LINE cells, point data."""
+    from vtkmodules.vtkIOXML import vtkXMLUnstructuredGridWriter
+
+    writer = vtkXMLUnstructuredGridWriter()
+    writer.SetDataModeToBinary() if binary else writer.SetDataModeToAscii()
+    run_writer(writer, unstructured_grid(cloud, path), path)

@@ -30,11 +30,11 @@ from scipy.spatial import cKDTree
 
 from register.config import FlowConfig
 from register.core.axes import axes_matrix
+from register.core.kernel_fit import fit_kernel_field
 from register.core.sampling import subsample_indices
 from register.core.transforms import KernelField
 from register.errors import InputError
 from register.models.checkpoint import FlowModel
-from register.stages.spline import fit_kernel_field
 
 log = logging.getLogger(__name__)
 
