@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run a batch on a SLURM cluster through Dask (dask-jobqueue), from a login node:
 #
-#   pip install 'register[distributed]' dask-jobqueue      # once, in the shared environment
+#   pip install 'register-ot[distributed]' dask-jobqueue      # once, in the shared environment
 #   examples/batch_slurm.sh cohort.csv out --jobs 10 --cores 4 --memory 32GB --queue compute \
 #       --prologue 'source ~/venvs/register/bin/activate'
 #

@@ -1,6 +1,6 @@
 """Start a Dask cluster for ``register batch --scheduler``, print its address, keep it running.
 
-On a SLURM cluster (needs ``pip install 'register[distributed]' dask-jobqueue``) each SLURM job
+On a SLURM cluster (needs ``pip install 'register-ot[distributed]' dask-jobqueue``) each SLURM job
 is one Dask worker process with ``--cores`` threads, so each job runs ``--cores`` pairs side by
 side, one torch thread each::
 
