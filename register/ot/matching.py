@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from register.core.threads import torch_threads
 from register.errors import InputError
 from register.kernels.dense import barycentre_dense
 from register.kernels.keops import barycentre_keops
@@ -56,16 +57,10 @@ SINGLE_THREAD_ENTRIES = 16_000_000
 @contextmanager
 def _threads_for(n_entries: int, device: torch.device) -> Iterator[None]:
     """Run the block inside on one torch thread when the problem is small and on the CPU
-    (restores the thread count after; it is process-wide, so callers must not share it)."""
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or n_entries >= SINGLE_THREAD_ENTRIES or threads == 1:
+    (:func:`register.core.threads.torch_threads`: the count is restored after)."""
+    small_on_cpu = device.type == "cpu" and n_entries < SINGLE_THREAD_ENTRIES
+    with torch_threads(1 if small_on_cpu else None):
         yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass

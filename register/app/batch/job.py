@@ -29,6 +29,7 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from register.core.threads import torch_threads
 from register.errors import InputError
 
 STATUS = "status.json"
@@ -260,10 +261,6 @@ def run_pair(job: PairJob) -> dict:
     }
     record = dict(base)
     spec: dict = {}
-    if job.threads is not None:
-        import torch
-
-        torch.set_num_threads(job.threads)
     log_path = job.outdir / f".{job.id}.{uuid.uuid4().hex[:12]}.log.partial"
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -297,7 +294,8 @@ def run_pair(job: PairJob) -> dict:
         inputs = prepare(request)
         out.check_space(result_size(inputs))
         out.check_writers(inputs.source)
-        result, metrics = execute(inputs)
+        with torch_threads(job.threads):  # restored after: the worker runs other pairs
+            result, metrics = execute(inputs)
         record.update(status="ok", **_record_of(job, metrics))
 
         def add_extras(tmp: Path) -> None:
