@@ -121,16 +121,21 @@ def build_config(
     overrides: tuple[str, ...] = (),
     backend: str | None = None,
 ):
-    """The checked :class:`~register.config.PipelineConfig`: preset, then stages, weights, overrides."""
-    from register.config import load_config, with_overrides
+    """The checked :class:`~register.config.PipelineConfig`: the preset, then ``stages``, the
+    ``TABLE.KEY=VALUE`` overrides, then ``weights`` and ``backend`` (typed values, checked like
+    the config's own)."""
+    from register.config import from_dict, load_config, with_overrides
 
     cfg = parse_stages(stages, load_config(pipeline))
-    extra = list(overrides)
-    if weights is not None:
-        extra += [f'pipeline.weights="{weights}"', "pipeline.weights_optional=false"]
+    if overrides:
+        cfg = with_overrides(cfg, list(overrides))
+    if weights is not None:  # an attribute named on the command line must exist
+        cfg = from_dict(
+            {"pipeline": {"weights": weights, "weights_optional": False}}, origin="--weights", base=cfg
+        )
     if backend is not None:
-        extra.append(f'pipeline.backend="{backend}"')
-    return with_overrides(cfg, extra) if extra else cfg
+        cfg = from_dict({"pipeline": {"backend": backend}}, origin="--backend", base=cfg)
+    return cfg
 
 
 MAX_SEED = 2**64 - 1
