@@ -543,7 +543,7 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code in (0, None)
-    assert capsys.readouterr().out.strip() == f"register {metadata.version('register')}"
+    assert capsys.readouterr().out.strip() == f"register {metadata.version('register-ot')}"
 
 
 def test_export_is_a_command_not_a_source_file(capsys):

@@ -179,3 +179,70 @@ def test_show_names_a_moved_target_and_a_non_result(batch_dir, tmp_path):
     result = invoke(["show", moved, "--target", metrics["target"], "--screenshot", tmp_path / "x.png"])
     assert result.exit_code == 0, stderr_of(result)
     assert_input_error(invoke(["show", batch_dir / "broken"]), "field.npz", "result folder")
+
+
+def test_report_opens_with_the_cohort_summary_and_three_plots(batch_dir):
+    page = write_report(batch_dir).read_text()
+    rows = json.loads((batch_dir / "summary.json").read_text())["pairs"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    key = "tre_after" if any(r["tre_after"] is not None for r in ok) else "chamfer_after"
+    ok = [r for r in ok if r[key] is not None]  # the metric's pairs (TRE: those with landmarks)
+    after = np.array([r[key] for r in ok])
+    summary = re.search(r'<p class="summary" id="cohort-summary">(.*?)</p>', page).group(1)
+    assert "4 pairs</b>: 2 ok, 1 failed, 1 pending" in summary
+    assert f"over the {len(ok)} finished pairs that have it" in summary
+    assert (
+        f"mean {after.mean():.4g}, median {np.median(after):.4g}, p95 {np.percentile(after, 95):.4g}"
+        in summary
+    )
+    for plot in ("plot-errors", "plot-histogram", "plot-seconds"):
+        assert f'<svg id="{plot}"' in page
+    errors = re.search(r'<svg id="plot-errors".*?</svg>', page).group(0)
+    # one bar before and one after per finished pair (with a tooltip naming it), plus the legend
+    assert len(re.findall(r"<rect [^>]*><title>", errors)) == 2 * len(ok)
+    histogram = re.search(r'<svg id="plot-histogram".*?</svg>', page).group(0)
+    counts = [int(c) for c in re.findall(r": (\d+) pairs</title>", histogram)]
+    assert sum(counts) == len(ok)
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium_without_network(batch_dir, tmp_path):
+    """The page as a real browser lays it out (scripts run): the summary and the plots are in
+    the rendered DOM, and a screenshot is not blank. Network access is refused to the browser
+    (a proxy that does not exist), so anything fetched from the network would be missing."""
+    import subprocess
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
+    page = write_report(batch_dir, tmp_path / "report.html", embed=True)
+    flags = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--proxy-server=http://127.0.0.1:9",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        [*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert 'id="cohort-summary"' in dom and dom.count('class="plot"') == 3
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", "--window-size=1300,1100", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert_not_blank(shot.read_bytes())

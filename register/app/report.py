@@ -1,6 +1,7 @@
 """``register report OUTDIR``: one self-contained HTML page over a batch's results.
 
-One row per pair: status, the reliability verdict (``ok`` or ``suspect: <reasons>``,
+A cohort summary first (pairs ok / failed, mean / median / p95 error before and after, total
+time) with three inline SVG plots (:mod:`register.app.report_plots`), then one row per pair: status, the reliability verdict (``ok`` or ``suspect: <reasons>``,
 :mod:`register.reliability`), landmark error (TRE) and chamfer distance before/after (data units,
 lower is better), point counts, time, the pair's QA picture (before / after overlays) and links
 to its log and metrics. Failed pairs come first, then pending ones, then the successes, worst
@@ -21,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from register.app.batch.summary import STATUS_ORDER, collect, read_batch
+from register.app.report_plots import cohort_html
 from register.errors import InputError
 
 GENERATOR = "register report"
@@ -52,6 +54,9 @@ td.suspect{color:#a50;font-weight:bold}
 td.error{color:#a00;max-width:40em;white-space:pre-wrap;font-family:monospace;font-size:12px}
 img{width:420px;display:block}
 .meta{color:#555}
+.summary{font-size:15px}
+.plots{display:flex;flex-wrap:wrap;gap:12px;margin:0.5em 0 1.5em}
+svg.plot{border:1px solid #ddd;background:#fff}
 """
 
 # Sort by a column, keeping failed rows first, then pending; empty cells last.
@@ -181,6 +186,7 @@ def render_report(outdir: Path, *, embed: bool = False, base: Path | None = None
 <script>{_SCRIPT}</script>
 </head><body>
 <h1>{html.escape(title)}</h1>
+{cohort_html(rows)}
 <p class="meta">{meta}</p>
 <table>
 <thead><tr>{head}<th>before / after</th><th>error, files</th></tr></thead>

@@ -1,0 +1,146 @@
+"""What the command modules share: exit codes, option aliases, the stderr console, the error
+policy of every command (:func:`guarded`), logging and the checks of output files.
+
+Light on purpose (typer and the standard library only): importing it must keep ``--help`` instant.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from register.errors import InputError
+
+EXIT_FAILED = 1
+EXIT_INPUT = 2
+EXIT_PAIRS_FAILED = 3
+EXIT_INTERRUPTED = 130
+ADVANCED = "Advanced"
+JsonOut = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")]
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "-v", "--verbose", help="Print the traceback of an unexpected error.", rich_help_panel=ADVANCED
+    ),
+]
+
+
+def stderr_console():
+    """The console of progress bars, tables and messages: stderr (stdout carries the answers)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
+    """Print ``error: message`` (one line) on stderr; the :class:`typer.Exit` to raise."""
+    try:
+        from rich.markup import escape
+
+        # Escaped: "[affine]" in a message is text, not markup; soft_wrap: paths are never split.
+        stderr_console().print(
+            f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True
+        )
+    except Exception:  # e.g. out of memory: rich itself cannot be imported
+        sys.stderr.write(f"error: {message}\n")
+    return typer.Exit(code)
+
+
+def out_of_memory(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is the machine running out of memory: MemoryError,
+    torch's allocator errors, and the ImportError / OSError of a lazy import that cannot map its
+    shared library under an address-space limit."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc).lower()
+        if isinstance(exc, MemoryError):
+            return True
+        if isinstance(exc, RuntimeError) and any(
+            s in text for s in ("can't allocate memory", "out of memory", "not enough memory")
+        ):
+            return True
+        if isinstance(exc, ImportError | OSError) and (
+            "failed to map segment" in text
+            or "cannot allocate memory" in text
+            or getattr(exc, "errno", None) == errno.ENOMEM
+        ):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` of ``exc``, cut to ``limit`` characters."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__
+
+
+def guarded(command):
+    """The error policy of every command.
+
+    A user error (:class:`InputError`: a file, option or key the user can fix) is one line and
+    exit 2; running out of memory is one line saying what to do and exit 1; any other failure
+    (a bug) is one line and exit 1, its traceback printed only with ``-v``.
+    """
+
+    @functools.wraps(command)
+    def run_command(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):  # the command's own exit code
+            raise
+        except InputError as exc:
+            raise fail(str(exc)) from None
+        except Exception as exc:
+            if out_of_memory(exc):
+                raise fail(
+                    f"out of memory ({first_line(exc)}); use fewer points (e.g. --set "
+                    "affine.max_points=2000 --set spline.max_points=2000, or subsample the clouds), "
+                    "free memory, or use a machine with more",
+                    EXIT_FAILED,
+                ) from None
+            if kwargs.get("verbose"):
+                stderr_console().print_exception()
+            raise fail(
+                f"unexpected {first_line(exc)}. This is a bug: run again with -v for the "
+                "traceback and report it",
+                EXIT_FAILED,
+            ) from None
+
+    return run_command
+
+
+def setup_logging(verbose: bool, quiet: bool) -> None:
+    """Log to the stderr console: INFO with ``verbose``, ERROR only with ``quiet``, else WARNING."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    level = logging.INFO if verbose else logging.WARNING
+    if quiet:
+        level = logging.ERROR
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=stderr_console())])
+
+
+def refuse_existing(output: Path, overwrite: bool, *inputs: tuple[Path, str]) -> None:
+    """Refuse to replace ``output`` without ``--overwrite``, or to write over one of ``inputs``."""
+    if output.exists() and not overwrite:
+        raise InputError(f"-o {output}: file exists; choose another name or pass --overwrite")
+    for other, name in inputs:
+        if other.exists() and output.resolve() == other.resolve():
+            raise InputError(f"-o {output}: same file as {name}; write the result elsewhere")
+
+
+def check_screenshot(screenshot: Path, overwrite: bool) -> None:
+    """Refuse a --screenshot that is not a .png, or that exists without --overwrite."""
+    if screenshot.suffix.lower() != ".png":
+        raise InputError(f"--screenshot {screenshot}: must be a .png file")
+    if screenshot.exists() and not overwrite:
+        raise InputError(f"--screenshot {screenshot}: file exists; choose another name or pass --overwrite")
