@@ -132,9 +132,7 @@ def _register_config(preset: str, overrides: list[str] = ()):
     from register.config import from_dict, load_config, with_overrides
 
     if preset in suites.SPECIAL_PRESETS:
-        from benchmarks.core import TEASER_CONFIG
-
-        cfg = from_dict(TEASER_CONFIG, origin=f"benchmark preset {preset}")
+        cfg = from_dict(suites.SPECIAL_PRESETS[preset], origin=f"benchmark preset {preset}")
     else:
         cfg = load_config(preset)
     return with_overrides(cfg, list(overrides))

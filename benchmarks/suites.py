@@ -69,8 +69,20 @@ SYNTH_KINDS = {
     "sceneflow": ("sceneflow", "scene_flow", "m"),
     "shapes": ("shapes", "relative", "% of diagonal"),
 }
-# TEASER fixtures: the affine stage only, similarity mode, multi-start (as benchmarks/core.py).
-SPECIAL_PRESETS = {"teaser": "benchmarks.core.TEASER_CONFIG"}
+# TEASER fixtures: the affine stage only, similarity mode, multi-start, lengths relative to the
+# clouds' size, one unit of mass per point (also the settings of tests/test_teaser.py).
+TEASER_CONFIG = {
+    "pipeline": {"stages": ["affine"], "length_unit": "relative", "mass": "point"},
+    "affine": {
+        "mode": "similarity",
+        "multistart": True,
+        "blurs": [0.1, 0.05, 0.02, 0.01],
+        "reach": [0.3, 0.1, 0.05, 0.03],
+        "iterations": 20,
+    },
+}
+# Benchmark presets that are not files of pipelines/: name -> configuration dict.
+SPECIAL_PRESETS = {"teaser": TEASER_CONFIG}
 # The register presets each family's cases run with (``--set`` overrides must fit all of them).
 FAMILY_PRESETS = {
     "lung": ("lung",),

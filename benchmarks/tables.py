@@ -1,4 +1,4 @@
-"""Writing benchmark rows to CSV (shared by benchmarks.core and benchmarks.run)."""
+"""Writing benchmark rows to CSV (used by benchmarks.run)."""
 
 from __future__ import annotations
 

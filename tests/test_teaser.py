@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from benchmarks.core import TEASER_CONFIG as CONFIG  # the benchmark's settings, shared
+from benchmarks.suites import TEASER_CONFIG as CONFIG  # the benchmark's settings, shared
 from register.config import from_dict
 from register.core.fitting import rotation_angle_deg
 from register.io import read_points
