@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -530,3 +531,29 @@ def test_dask_local_cluster_matches_local_workers(batch_run, tmp_path, monkeypat
         assert_same_result(outdir / pid, dask_out / pid)
         assert set(os.listdir(dask_out / pid)) == BATCH_FILES
     assert summary(dask_out)["broken"]["error"] == summary(outdir)["broken"]["error"]
+
+
+def test_batch_with_stderr_to_a_file_logs_one_timestamped_line_per_pair(tmp_path):
+    """With stderr redirected (a SLURM log), each pair's start and end is a plain line written
+    as it happens (flushed), not a progress bar drawn at the end."""
+    manifest = write_cohort(tmp_path)
+    log = tmp_path / "batch.log"
+    with log.open("w") as err:
+        cmd = [sys.executable, "-m", "register.app.cli", *map(str, batch_args(manifest, tmp_path / "out"))]
+        subprocess.run(cmd, env=subprocess_env(), stderr=err, stdout=subprocess.DEVNULL, timeout=TIMEOUT)
+    lines = log.read_text().splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
+    for pid in ("p1", "p2", "p3"):
+        assert any(re.fullmatch(rf"{stamp} pair {pid}: started", line) for line in lines), lines
+        assert any(re.fullmatch(rf"{stamp} pair {pid}: ok in [\d.]+ s, .* \[\d/4\]", line) for line in lines)
+    assert any(re.fullmatch(rf"{stamp} pair broken: failed: .*truncated.* \[\d/4\]", line) for line in lines)
+    # no progress bar, no terminal control codes (the final table follows the lines)
+    assert not any("\x1b[" in line or line.startswith("pairs ") for line in lines)
+
+
+@pytest.mark.parametrize(("env", "expected"), [({"OMP_NUM_THREADS": "1"}, 1), ({"OMP_NUM_THREADS": "3"}, 3)])
+def test_batch_threads_follow_omp_num_threads_without_threads_option(env, expected):
+    from register.app.batch.local import default_threads
+
+    assert default_threads(2, env) == expected
+    assert default_threads(1, {}) >= 1 and default_threads(1, {"OMP_NUM_THREADS": "x"}) >= 1

@@ -19,8 +19,13 @@ from multiprocessing.connection import Connection, wait
 from register.app.batch.job import PairJob
 
 
-def default_threads(workers: int) -> int:
-    """Torch threads per pair when ``workers`` pairs run side by side on this machine."""
+def default_threads(workers: int, environ: dict | None = None) -> int:
+    """Torch threads per pair when ``workers`` pairs run side by side on this machine and no
+    ``--threads`` was given: ``OMP_NUM_THREADS`` when it is set to a positive integer (a thread
+    budget the user or the job scheduler set for this process), else the cores shared out."""
+    value = (os.environ if environ is None else environ).get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // workers)
 

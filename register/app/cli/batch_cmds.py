@@ -5,6 +5,7 @@ a Dask cluster, with its progress bar and table), ``report`` (the HTML page of a
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -199,6 +200,9 @@ def _batch_progress(total: int, quiet: bool):
 
     if quiet:
         return contextlib.nullcontext(None)
+    console = stderr_console()
+    if not console.is_terminal:  # a log file (SLURM, nohup): one plain line per event
+        return contextlib.nullcontext(_log_lines(total))
     progress = Progress(
         TextColumn("pairs"),
         BarColumn(),
@@ -233,6 +237,45 @@ def _batch_progress(total: int, quiet: bool):
             yield on_event
 
     return running()
+
+
+def pair_line(record: dict) -> str:
+    """What a log line says of a finished pair: status, seconds, TRE or chamfer, verdict or error."""
+    if record["status"] != "ok":
+        return f"failed: {record.get('error')}"
+    parts = [f"ok in {record.get('seconds') or 0.0:.1f} s"]
+    for key, name in (("tre", "TRE"), ("chamfer", "chamfer")):
+        if record.get(f"{key}_after") is not None:
+            parts.append(f"{name} {record[f'{key}_before']:.4g} -> {record[f'{key}_after']:.4g}")
+            break
+    if record.get("verdict"):
+        parts.append(f"reliability {record['verdict']}")
+    return ", ".join(parts)
+
+
+def _log_lines(total: int):
+    """The ``on_event`` callback that prints one timestamped line per started, finished, retried
+    or skipped pair on stderr, flushed at once (stderr is a file: no progress bar)."""
+    import datetime
+
+    finished = 0
+
+    def on_event(event: str, job, record) -> None:
+        nonlocal finished
+        if event in ("done", "skipped"):
+            finished += 1
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        if event == "started":
+            text = f"pair {job.id}: started"
+        elif event == "done":
+            text = f"pair {job.id}: {pair_line(record)} [{finished}/{total}]"
+        elif event == "skipped":
+            text = f"pair {job.id}: complete from an earlier run, skipped [{finished}/{total}]"
+        else:
+            text = f"pair {job.id}: attempt {job.attempt} failed, retrying"
+        print(f"{now} {text}", file=sys.stderr, flush=True)
+
+    return on_event
 
 
 def _print_batch_table(rows: list[dict], info: dict, report_path) -> None:
