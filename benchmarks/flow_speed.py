@@ -18,7 +18,8 @@ import time
 import numpy as np
 import torch
 
-from register.app.train import PRESETS, PairSource, TrainSettings, multiscale_loss
+from register.app.train_data import PairSource, multiscale_loss
+from register.app.train_settings import PRESETS, TrainSettings
 from register.config import load_config
 from register.models.checkpoint import FlowModel
 from register.models.pointpwc import FlowNet, FlowNetConfig, count_parameters, init_parameters

@@ -1,10 +1,10 @@
 """Typed, strict pipeline configuration, loaded from TOML presets.
 
 A configuration has one table per part: ``[pipeline]``, ``[affine]``, ``[flow]``, ``[spline]``.
-Every key is typed and checked; an unknown key or a bad value raises :class:`ConfigError`
-naming it. Presets live in the top-level folder ``pipelines/<name>.toml`` (installed as
-``register/pipelines/`` inside the wheel); a user file with the same
-tables (all keys optional) can be given instead of a preset name.
+Every key is typed and checked (the rules: :mod:`register.config_checks`); an unknown key or a
+bad value raises :class:`ConfigError` naming it. Presets live in the top-level folder
+``pipelines/<name>.toml`` (installed as ``register/pipelines/`` inside the wheel); a user file
+with the same tables (all keys optional) can be given instead of a preset name.
 
 Length knobs (``blurs``, ``reach``, ``sigmas``) are in the unit named by
 ``pipeline.length_unit``: ``"data"`` (the points' own units, e.g. mm) or ``"relative"``
@@ -19,11 +19,11 @@ import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, get_type_hints
 
-from register.core.axes import axes_matrix
+from register.config_checks import STAGES as STAGES
+from register.config_checks import check_values, coerce
 from register.errors import ConfigError
-from register.kernels.select import BACKENDS
 
 
 def _preset_dir() -> Path:
@@ -40,7 +40,6 @@ def _preset_dir() -> Path:
 
 
 PRESET_DIR = _preset_dir()
-STAGES = ("affine", "flow", "spline")
 
 
 @dataclass(frozen=True)
@@ -283,165 +282,6 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
 
-# ---------------------------------------------------------------- validation
-
-_CHOICES = {
-    ("pipeline", "length_unit"): ("data", "relative"),
-    ("pipeline", "backend"): BACKENDS,
-    ("pipeline", "mass"): ("total", "point"),
-    ("affine", "mode"): ("rigid", "similarity", "affine"),
-}
-_POSITIVE_LISTS = {
-    ("affine", "blurs"),
-    ("affine", "reach"),
-    ("spline", "sigmas"),
-    ("spline", "blurs"),
-    ("spline", "reach"),
-}
-
-_FINITE = {
-    ("pipeline", "tol"),
-    ("affine", "move_tol"),
-    ("affine", "cluster"),
-    ("spline", "regularization"),
-    ("spline", "cluster"),
-    ("spline", "control_spacing"),
-    ("flow", "sigma"),
-    ("flow", "regularization"),
-}
-
-
-def _coerce(where: str, value: Any, hint: Any) -> Any:
-    origin = get_origin(hint)
-    if origin is list:
-        (item,) = get_args(hint)
-        if not isinstance(value, list):
-            value = [value]  # a bare value is a one-value list (broadcast to every level)
-        if not value:
-            raise ConfigError(f"{where}: expected a non-empty list, got {value!r}")
-        return [_coerce(f"{where}[{i}]", v, item) for i, v in enumerate(value)]
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover - programming error
-
-
-def _check_values(cfg: PipelineConfig, origin: str) -> None:
-    for (table, key), choices in _CHOICES.items():
-        value = getattr(getattr(cfg, table), key)
-        if value not in choices:
-            raise ConfigError(f"{origin}: {table}.{key} = {value!r}; choose one of {', '.join(choices)}")
-    for table, key in _POSITIVE_LISTS:
-        values = getattr(getattr(cfg, table), key)
-        if any(not v > 0 for v in values):
-            raise ConfigError(f"{origin}: {table}.{key} = {values}: every value must be > 0")
-        # A blur or kernel width is a finest detail / a smoothness scale: infinite makes no
-        # schedule and no kernel (only a reach may be inf: balanced OT).
-        if key != "reach" and not all(math.isfinite(v) for v in values):
-            raise ConfigError(f"{origin}: {table}.{key} = {values}: every value must be finite")
-    for table, key in _FINITE:
-        value = getattr(getattr(cfg, table), key)
-        if not math.isfinite(value):
-            raise ConfigError(f"{origin}: {table}.{key} = {value}: must be finite")
-    for table, n_key in (("affine", "blurs"), ("spline", "blurs")):
-        n = len(getattr(getattr(cfg, table), n_key))
-        for key in ("reach", "sigmas", "max_iter") if table == "spline" else ("reach",):
-            m = len(getattr(getattr(cfg, table), key))
-            if m not in (1, n):
-                raise ConfigError(
-                    f"{origin}: {table}.{key} has {m} values but {table}.blurs has {n}; give one value or {n}"
-                )
-    for key in ("fallback_matched_mass", "fallback_stray_fraction", "fallback_early_matched_mass"):
-        value = getattr(cfg.pipeline, key)
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{origin}: pipeline.{key} = {value}: must be in [0, 1]")
-    lo, hi = cfg.pipeline.min_extent, cfg.pipeline.max_extent
-    if not (math.isfinite(lo) and 0 <= lo < hi):
-        raise ConfigError(
-            f"{origin}: pipeline.min_extent = {lo:g}, max_extent = {hi:g}: need 0 <= min_extent < max_extent"
-        )
-    unknown = [s for s in cfg.pipeline.stages if s not in STAGES]
-    if unknown:
-        raise ConfigError(
-            f"{origin}: pipeline.stages: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}"
-        )
-    if len(set(cfg.pipeline.stages)) != len(cfg.pipeline.stages) or cfg.pipeline.stages != [
-        s for s in STAGES if s in cfg.pipeline.stages
-    ]:
-        raise ConfigError(
-            f"{origin}: pipeline.stages = {cfg.pipeline.stages}: each stage at most once, in the order "
-            f"{' -> '.join(STAGES)}"
-        )
-    if not 0 < cfg.pipeline.scaling < 1:
-        raise ConfigError(f"{origin}: pipeline.scaling = {cfg.pipeline.scaling}: must be in (0, 1)")
-    for table, key in (
-        ("pipeline", "tol"),
-        ("spline", "regularization"),
-        ("flow", "sigma"),
-        ("flow", "regularization"),
-    ):
-        if not getattr(getattr(cfg, table), key) > 0:
-            raise ConfigError(f"{origin}: {table}.{key} must be > 0")
-    for table in ("affine", "spline"):
-        if not getattr(cfg, table).cluster >= 0:
-            raise ConfigError(
-                f"{origin}: {table}.cluster = {getattr(cfg, table).cluster}: must be >= 0 (0: match the points)"
-            )
-    for table in ("affine", "spline"):
-        ratio = getattr(cfg, table).target_reach_ratio
-        if not ratio > 0:
-            raise ConfigError(
-                f"{origin}: {table}.target_reach_ratio = {ratio}: must be > 0 (1: symmetric; inf: "
-                "every target point matched)"
-            )
-    for table in ("affine", "spline"):
-        floor = getattr(cfg, table).reach_floor
-        if not (math.isfinite(floor) and floor >= 0):
-            raise ConfigError(
-                f"{origin}: {table}.reach_floor = {floor}: must be a finite number >= 0 (sampling spacings; 0: off)"
-            )
-    if not cfg.affine.move_tol > 0:
-        raise ConfigError(
-            f"{origin}: affine.move_tol = {cfg.affine.move_tol}: must be > 0 (a fraction of the blur)"
-        )
-    if not cfg.spline.control_spacing >= 0:
-        raise ConfigError(f"{origin}: spline.control_spacing = {cfg.spline.control_spacing}: must be >= 0")
-    for axes in cfg.flow.axes:
-        try:
-            axes_matrix(axes)
-        except ValueError as exc:
-            raise ConfigError(f"{origin}: flow.axes = {exc}") from None
-    if cfg.flow.points < 0:
-        raise ConfigError(f"{origin}: flow.points must be >= 0 (0: the model's training size)")
-    for table, caps in (("affine", [cfg.affine.max_iter]), ("spline", cfg.spline.max_iter)):
-        if any(cap < 0 for cap in caps):
-            raise ConfigError(f"{origin}: {table}.max_iter must be >= 0 (0: pipeline.max_iter)")
-    for table, key in (
-        ("pipeline", "max_iter"),
-        ("affine", "iterations"),
-        ("affine", "max_points"),
-        ("spline", "iterations"),
-        ("spline", "max_controls"),
-        ("spline", "max_points"),
-        ("flow", "max_controls"),
-    ):
-        if getattr(getattr(cfg, table), key) < 1:
-            raise ConfigError(f"{origin}: {table}.{key} must be >= 1")
-
-
 def from_dict(
     data: dict[str, Any], origin: str = "config", base: PipelineConfig | None = None
 ) -> PipelineConfig:
@@ -462,10 +302,10 @@ def from_dict(
                 raise ConfigError(
                     f"{origin}: unknown key '{table}.{key}'; known keys of [{table}]: {', '.join(hints)}"
                 )
-            changes[key] = _coerce(f"{origin}: {table}.{key}", value, hints[key])
+            changes[key] = coerce(f"{origin}: {table}.{key}", value, hints[key])
         updates[table] = replace(current, **changes)
     cfg = replace(base, **updates)
-    _check_values(cfg, origin)
+    check_values(cfg, origin)
     return cfg
 
 
@@ -481,11 +321,11 @@ def load_config(name_or_path: str = "default") -> PipelineConfig:
         path = PRESET_DIR / f"{name_or_path}.toml"
         if not path.is_file():
             raise ConfigError(
-                f"--pipeline: unknown preset '{name_or_path}'; choose one of {', '.join(preset_names())} "
+                f"config={name_or_path!r}: unknown preset; choose one of {', '.join(preset_names())} "
                 "or give a path to a .toml file"
             )
     elif not path.is_file():
-        raise ConfigError(f"--pipeline: file {path} not found")
+        raise ConfigError(f"config={str(path)!r}: file not found")
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -500,13 +340,13 @@ def with_overrides(cfg: PipelineConfig, assignments: list[str]) -> PipelineConfi
         dotted, sep, raw = item.partition("=")
         table, dot, key = dotted.strip().partition(".")
         if not sep or not dot:
-            raise ConfigError(f"--set {item!r}: expected TABLE.KEY=VALUE, e.g. --set affine.mode=rigid")
+            raise ConfigError(f"overrides={item!r}: expected TABLE.KEY=VALUE, e.g. affine.mode=rigid")
         try:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw.strip()  # a bare word is taken as a string: affine.mode=rigid
         data.setdefault(table, {})[key] = value
-    return from_dict(data, origin="--set", base=cfg)
+    return from_dict(data, origin="overrides", base=cfg)
 
 
 def to_toml(cfg: PipelineConfig) -> str:

@@ -44,13 +44,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from register.core.sampling import nearest_spacings, subsample, subsample_indices
 from register.metrics import jacobian_determinants
-from register.partners import partners
+from register.partners import Partners, partners
 
 # ------------------------------------------------------------------ thresholds of the verdict
 # Less than half of the source mass matched: the registration explains a minority of the
@@ -268,6 +269,60 @@ def default_matcher(x, y, a, b, blur: float, reach: float) -> np.ndarray:
     return matches.confidence.to(torch.float64).numpy()
 
 
+class _MatchedMasses(NamedTuple):
+    """:func:`_matched_masses`' result: (1) for the source (``matched``, from ``origin``:
+    ``"spline"`` or ``"matching"``, at ``blur`` and ``reach``, data units or ``None``) and for
+    the target (``target_matched``, the report's own matching with the roles swapped)."""
+
+    matched: float
+    origin: str
+    blur: float | None
+    reach: float | None
+    target_matched: float
+
+
+def _matched_masses(
+    warped: np.ndarray,
+    target: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    tau: float,
+    target_spacing: float,
+    confidence: np.ndarray | None,
+    confidence_indices: np.ndarray | None,
+    blur: float | None,
+    reach: float | None,
+    matcher: Matcher,
+    max_points: int,
+    seed: int,
+) -> _MatchedMasses:
+    """(1) on both sides for :func:`assess` (its arguments; ``warped (N, D)``, ``target (M, D)``,
+    masses ``a (N,)``, ``b (M,)``, ``tau`` of (2) and the target's median spacing, data units):
+    the confidences given when their ``reach`` is finite and at least ``tau``, else the report's
+    own matching of seeded subsamples; the target's side always by the report's own matching."""
+    finite = reach is not None and math.isfinite(reach)
+    # The report's own matchings. Blur: the target's spacing (see MATCH_BLUR_SPACINGS); reach:
+    # the stage's when finite, never below tau: a reach of a spacing or two leaves mass of
+    # well-aligned, independently sampled clouds unmatched (Lung250M-4B keypoints, reach 2 mm:
+    # 0.28-0.35 after registrations that removed 75-90 % of the error).
+    own_blur = MATCH_BLUR_SPACINGS * target_spacing
+    own_reach = max(float(reach), tau) if finite else tau
+    rng = np.random.default_rng(seed)
+    zs, az, _ = subsample(warped, a, max_points, rng)
+    ys, bs, _ = subsample(target, b, max_points, rng)
+    if confidence is not None and finite and reach >= tau:
+        at = slice(None) if confidence_indices is None else np.asarray(confidence_indices)
+        matched, origin = matched_mass(confidence, a[at]), "spline"
+    else:
+        blur, reach = own_blur, own_reach
+        matched, origin = matched_mass(matcher(zs, ys, az, bs, blur, reach), az), "matching"
+    # The target's side (1) with the roles swapped: target mass without a counterpart in the
+    # warped source (outliers, a larger field of view) leaves the source's side untouched.
+    target_matched = matched_mass(matcher(ys, zs, bs, az, own_blur, own_reach), bs)
+    return _MatchedMasses(matched, origin, blur, reach, target_matched)
+
+
 def assess(
     transform,
     source: np.ndarray,
@@ -317,37 +372,44 @@ def assess(
     before, after, tau = heldout_residuals(
         source, warped, target, a, blur=blur or 0.0, seed=seed, target_spacing=target_spacing
     )
-    finite = reach is not None and math.isfinite(reach)
-    # The report's own matchings. Blur: the target's spacing (see MATCH_BLUR_SPACINGS); reach:
-    # the stage's when finite, never below tau: a reach of a spacing or two leaves mass of
-    # well-aligned, independently sampled clouds unmatched (Lung250M-4B keypoints, reach 2 mm:
-    # 0.28-0.35 after registrations that removed 75-90 % of the error).
-    own_blur = MATCH_BLUR_SPACINGS * target_spacing
-    own_reach = max(float(reach), tau) if finite else tau
-    rng = np.random.default_rng(seed)
-    zs, az, _ = subsample(warped, a, max_points, rng)
-    ys, bs, _ = subsample(target, b, max_points, rng)
-    matcher = match or default_matcher
-    if confidence is not None and finite and reach >= tau:
-        at = slice(None) if confidence_indices is None else np.asarray(confidence_indices)
-        matched, origin = matched_mass(confidence, a[at]), "spline"
-    else:
-        blur, reach = own_blur, own_reach
-        matched, origin = matched_mass(matcher(zs, ys, az, bs, blur, reach), az), "matching"
-    # The target's side (1) with the roles swapped: target mass without a counterpart in the
-    # warped source (outliers, a larger field of view) leaves the source's side untouched.
-    target_matched = matched_mass(matcher(ys, zs, bs, az, own_blur, own_reach), bs)
-    folded, log_std, log_mean, probes = jacobian_summary(transform, source, seed=seed)
-    counterparts = partners(warped, target, a, b)
-    reasons = judge(matched, before, after, folded, log_std)
+    m = _matched_masses(
+        warped,
+        target,
+        a,
+        b,
+        tau=tau,
+        target_spacing=target_spacing,
+        confidence=confidence,
+        confidence_indices=confidence_indices,
+        blur=blur,
+        reach=reach,
+        matcher=match or default_matcher,
+        max_points=max_points,
+        seed=seed,
+    )
+    jacobian = jacobian_summary(transform, source, seed=seed)
+    return _report(m, (before, after, tau), jacobian, partners(warped, target, a, b))
+
+
+def _report(
+    m: _MatchedMasses,
+    residuals: tuple[float, float, float],
+    jacobian: tuple[float, float | None, float | None, int],
+    counterparts: Partners,
+) -> Reliability:
+    """The :class:`Reliability` of the measures: (1) ``m``, (2) ``(before, after, tau)``, the
+    Jacobian's :func:`jacobian_summary` and the pair's counterparts, judged by :func:`judge`."""
+    before, after, tau = residuals
+    folded, log_std, log_mean, probes = jacobian
+    reasons = judge(m.matched, before, after, folded, log_std)
     return Reliability(
         verdict="ok" if not reasons else "suspect: " + "; ".join(reasons),
         reasons=reasons,
-        matched_mass=matched,
-        matched_mass_from=origin,
-        match_blur=blur,
-        match_reach=reach,
-        target_matched_mass=target_matched,
+        matched_mass=m.matched,
+        matched_mass_from=m.origin,
+        match_blur=m.blur,
+        match_reach=m.reach,
+        target_matched_mass=m.target_matched,
         heldout_residual_before=before,
         heldout_residual_after=after,
         heldout_truncation=tau,

@@ -655,3 +655,56 @@ def test_screenshot_refuses_existing_png(pair, tmp_path):
     assert_input_error(result, "--screenshot", "qa.png", "--overwrite")
     assert shot.read_bytes() == b"old"
     assert listing(tmp_path) == {"qa.png"}
+
+
+def test_library_argument_names_become_the_options_in_messages():
+    """The library names arguments (``device='cuda'``) and config keys; the command line says
+    the option that sets them, from one table."""
+    from register.app.cli.common import cli_message
+
+    assert (
+        cli_message("device='cuda': no CUDA; use device='cpu'") == "--device cuda: no CUDA; use --device cpu"
+    )
+    assert cli_message("overrides='x': expected TABLE.KEY=VALUE") == "--set x: expected TABLE.KEY=VALUE"
+    assert cli_message("read with drop_nan=True to drop them") == "read with --drop-nan to drop them"
+    assert cli_message("pipeline.stages has 'flow': drop it") == "--stages flow: drop it"
+    assert cli_message("run: pipeline.stages = ['affine', 'spline']") == "run: --stages affine,spline"
+    # other config keys stay (--set takes them); a key containing an argument name is left alone
+    assert cli_message("spline.sigmas = [inf]: must be finite") == "spline.sigmas = [inf]: must be finite"
+    assert cli_message("pipeline.device_hint=1") == "pipeline.device_hint=1"
+
+
+def test_library_messages_name_no_command_line_option():
+    """Messages of library modules (everything outside register/app) name arguments and config
+    keys, not options of the command line."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "register"
+    found = []
+    for path in root.rglob("*.py"):
+        if "app" in path.relative_to(root).parts or path.name == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                for part in ast.walk(node.exc):
+                    text = part.value if isinstance(part, ast.Constant) else None
+                    if isinstance(text, str) and re.search(r"(^|[\s(`'])--[a-z]", text):
+                        found.append(f"{path.relative_to(root)}:{node.lineno}: {text[:60]}")
+    assert not found, "\n".join(found)
+
+
+def test_progress_is_one_timestamped_line_per_step_when_stderr_is_a_file(run):
+    """CliRunner's stderr is not a terminal, as a SLURM log is not: plain lines, no spinner."""
+    result, _ = run
+    lines = stderr_of(result).splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
+    for label in ("affine RobOT", "spline RobOT", "reliability report"):
+        assert any(re.fullmatch(rf"{stamp} {label}: started", line) for line in lines), lines
+        assert any(re.fullmatch(rf"{stamp} {label}: done in [\d.]+ s", line) for line in lines), lines
+
+
+def test_step_labels_name_the_candidate_frame():
+    from register.app.cli.register_cmd import step_label
+
+    assert step_label("spline") == "spline RobOT"
+    assert step_label("flow (frame z,-x,-y)") == "flow network (frame z,-x,-y)"

@@ -171,7 +171,7 @@ def test_drop_nan_removes_points_and_renumbers_faces(tmp_path: Path) -> None:
     pts = mesh.points.copy()
     pts[[5, 9]] = [np.nan, 0, 0], [0, np.inf, 0]
     write_points(tmp_path / "holes.npz", PointCloud(pts, mesh.point_data, mesh.faces))
-    with pytest.raises(InputError, match="--drop-nan"):
+    with pytest.raises(InputError, match="drop_nan=True"):
         read_points(tmp_path / "holes.npz")
     cloud = read_points(tmp_path / "holes.npz", drop_nan=True)
     assert len(cloud) == 14 and cloud.dropped == 2

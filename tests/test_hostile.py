@@ -974,10 +974,11 @@ def intrude(what: str, out: Path) -> None:
 def test_something_appearing_at_out_during_the_commit_survives(what, rename, tmp_path, monkeypatch):
     """The library's ``before_commit`` hook puts something at OUT: the commit fails, it stays."""
     import register.app.outputs as outputs
+    import register.app.staging as staging
     from register.errors import InputError
 
     if rename == "mkdir fallback":
-        monkeypatch.setattr(outputs, "_renameat2", lambda: None)
+        monkeypatch.setattr(staging, "_renameat2", lambda: None)
     source, result = fake_result()
     out = outputs.check_output(tmp_path / "out")
     before = None

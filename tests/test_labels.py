@@ -107,7 +107,7 @@ def test_match_classes_checks_the_attribute() -> None:
     assert cx.dtype == np.int64 and set(cx) == {1, 2}
     assert match_classes(good, good, "") is None
     with pytest.raises(
-        InputError, match=r"b.ply: no point attribute 'label' for --labels \(attributes: kind\)"
+        InputError, match=r"b.ply: no point attribute 'label' for pipeline.labels \(attributes: kind\)"
     ):
         match_classes(good, PointCloud(pts, {"kind": np.ones(20)}, path="b.ply"), "label")
     with pytest.raises(InputError, match="one integer label per point"):
@@ -142,3 +142,21 @@ def test_cli_labels(tmp_path: Path) -> None:
     )
     assert ok.exit_code == 0, ok.stderr
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["labels"] == "label"
+
+
+def test_register_takes_labels_and_weights_as_arguments() -> None:
+    """``register(..., labels=, weights=)`` mirror ``--labels`` / ``--weights``: the same result
+    as the config keys, and a missing attribute is refused naming the key."""
+    x, cx, y, cy = swapped_layers(300)
+    src = PointCloud(x, {"label": cx.astype(float), "w": np.ones(len(x))})
+    tgt = PointCloud(y, {"label": cy.astype(float), "w": np.ones(len(y))})
+    from register.app.run import build_config
+
+    by_key = register(
+        src, tgt, build_config("default", stages="affine", overrides=('pipeline.labels="label"',))
+    )
+    by_argument = register(src, tgt, build_config("default", stages="affine"), labels="label", weights="w")
+    assert by_argument.metrics["labels"] == "label" and by_argument.metrics["weights"] == "w"
+    np.testing.assert_array_equal(by_argument.warped, by_key.warped)
+    with pytest.raises(InputError, match="pipeline.weights = 'nosuch'"):
+        register(src, tgt, build_config("default", stages="affine"), weights="nosuch")

@@ -203,7 +203,7 @@ def test_auto_backend_choice_and_its_reason():
     assert choose_backend(30_000, 30_000, "cuda").name == "keops"
     assert choose_backend(1000, 1000, "cuda:1").name == "dense"
     assert choose_backend(30_000, 30_000, "cpu", "dense").name == "dense"
-    with pytest.raises(InputError, match="--backend"):
+    with pytest.raises(InputError, match="pipeline.backend = 'fast': unknown backend"):
         choose_backend(10, 10, "cpu", "fast")
 
 

@@ -22,8 +22,8 @@ from test_batch import OVERRIDES, write_cohort
 from test_cli import assert_input_error, invoke, stderr_of
 
 from register.app.batch import BatchOptions, plan, read_manifest, run_batch, run_pair
-from register.app.outputs import read_result
 from register.app.report import write_report
+from register.app.result_reader import read_result
 from register.app.viz import ResultView
 
 Image = pytest.importorskip("PIL.Image")

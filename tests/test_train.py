@@ -14,15 +14,9 @@ import torch
 from typer.testing import CliRunner
 
 from register.app.cli import app
-from register.app.train import (
-    PRESETS,
-    PairSource,
-    TrainSettings,
-    learning_rate,
-    multiscale_loss,
-    state_path,
-    train,
-)
+from register.app.train import train
+from register.app.train_data import PairSource, multiscale_loss
+from register.app.train_settings import PRESETS, TrainSettings, learning_rate, state_path
 from register.config import load_config, with_overrides
 from register.core.transforms import Composite, KernelField, Transform
 from register.errors import InputError
@@ -275,7 +269,9 @@ def test_flow_stage_with_a_trained_checkpoint_runs_end_to_end(trained, tmp_path)
 def test_missing_model_fails_before_work_naming_the_option():
     pair = make_lung_pair(seed=5, n_points=600)
     cfg = with_overrides(load_config("lung"), ['pipeline.stages=["affine", "flow"]', 'flow.model="nosuch"'])
-    with pytest.raises(InputError, match="--stages flow: flow.model = 'nosuch': no such flow model") as info:
+    with pytest.raises(
+        InputError, match="pipeline.stages has 'flow': flow.model = 'nosuch': no such flow model"
+    ) as info:
         register(pair["source"], pair["target"], cfg)
     assert "Shipped models" in str(info.value)
 

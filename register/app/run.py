@@ -131,10 +131,10 @@ def build_config(
         cfg = with_overrides(cfg, list(overrides))
     if weights is not None:  # an attribute named on the command line must exist
         cfg = from_dict(
-            {"pipeline": {"weights": weights, "weights_optional": False}}, origin="--weights", base=cfg
+            {"pipeline": {"weights": weights, "weights_optional": False}}, origin="command line", base=cfg
         )
     if backend is not None:
-        cfg = from_dict({"pipeline": {"backend": backend}}, origin="--backend", base=cfg)
+        cfg = from_dict({"pipeline": {"backend": backend}}, origin="command line", base=cfg)
     return cfg
 
 

@@ -244,7 +244,7 @@ def read_mask(
     mask = values != 0 if labels is None else np.isin(values, np.asarray(labels, dtype=np.int64))
     if not mask.any():
         which = "non-zero" if labels is None else f"label {', '.join(map(str, labels))}"
-        raise InputError(f"{path}: no voxel with a {which} value; check the mask (and --labels)")
+        raise InputError(f"{path}: no voxel with a {which} value; check the mask (and labels=)")
     # Distance (mm) from each object voxel to the nearest background voxel centre.
     radius = ndimage.distance_transform_edt(mask, sampling=grid.spacing)
     keep = mask

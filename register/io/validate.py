@@ -59,7 +59,7 @@ def _check_finite(points: np.ndarray, label: str) -> None:
         label,
         f"{len(bad_rows)} of {len(points)} points have NaN or Inf coordinates ({n_nan} with NaN, "
         f"{n_inf} with Inf); the first is row {int(bad_rows[0])} (0-based)",
-        "Remove or repair those points, or pass --drop-nan (read_points(..., drop_nan=True)) to drop them",
+        "Remove or repair those points, or read with drop_nan=True to drop them",
     )
 
 

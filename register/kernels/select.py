@@ -33,7 +33,9 @@ def choose_backend(n: int, m: int, device: str, requested: str = "auto") -> Back
     KeOps beyond (no ``N x M`` memory).
     """
     if requested not in BACKENDS:
-        raise InputError(f"--backend: unknown backend '{requested}'; choose one of {', '.join(BACKENDS)}")
+        raise InputError(
+            f"pipeline.backend = {requested!r}: unknown backend; choose one of {', '.join(BACKENDS)}"
+        )
     if requested != "auto":
         return BackendChoice(requested, "selected explicitly")
     if device.startswith("cuda"):

@@ -93,6 +93,6 @@ def load_model(
     shipped_list = ", ".join(names) if names else "none (no trained flow model ships with this version)"
     raise InputError(
         f"{option} = {text!r}: no such flow model. Shipped models: {shipped_list}. Give a shipped name or "
-        "the path of a checkpoint written by `register train` (e.g. --set flow.model=model.pt), "
-        "or leave 'flow' out of --stages"
+        "the path of a checkpoint written by `register train` (e.g. flow.model = 'model.pt'), "
+        "or leave 'flow' out of pipeline.stages"
     )

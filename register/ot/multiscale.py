@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -114,6 +116,99 @@ def grid_cells(
     return cells
 
 
+@dataclass
+class _Ladder:
+    """Both clouds' levels (:func:`hierarchy`) on the grids of ``cells``, and the updates
+    (1)-(2) of :mod:`register.ot.unbalanced` on each level, through the level's
+    :class:`BlockReducer` (cut on first use, once per level)."""
+
+    xs: list[Level]
+    ys: list[Level]
+    cells: list[float]
+    truncate: float
+    damping_x: Callable[[float], float]
+    damping_y: Callable[[float], float]
+    reducers: dict[int, BlockReducer] = field(default_factory=dict)
+
+    @property
+    def points_level(self) -> int:
+        """Index of the points' level (the finest; after one level per grid)."""
+        return len(self.cells)
+
+    def reducer(self, level: int) -> BlockReducer:
+        """The level's blocks, cut once."""
+        if level not in self.reducers:
+            self.reducers[level] = BlockReducer(self.xs[level].points, self.ys[level].points, self.truncate)
+        return self.reducers[level]
+
+    def level_of(self, eps: float) -> int:
+        """Coarsest level whose cell is at most the blur (level 0 for the largest blurs)."""
+        blur_k = math.sqrt(eps)
+        fine_enough = [i for i, c in enumerate(self.cells) if c <= blur_k]
+        return fine_enough[0] if fine_enough else self.points_level
+
+    def update_f(self, level: int, eps: float, g: torch.Tensor) -> torch.Tensor:
+        """(1) on ``level``: ``f = damping_x * softmin(C, log b + g / eps)``."""
+        red = self.reducer(level)
+        return self.damping_x(eps) * red.softmin(eps, self.ys[level].log_mass + g / eps, rows_are_x=True)
+
+    def update_g(self, level: int, eps: float, f: torch.Tensor) -> torch.Tensor:
+        """(2) on ``level``: ``g = damping_y * softmin(C^T, log a + f / eps)``."""
+        red = self.reducer(level)
+        return self.damping_y(eps) * red.softmin(eps, self.xs[level].log_mass + f / eps, rows_are_x=False)
+
+    def descend(
+        self, cur: int, to: int, f: torch.Tensor, g: torch.Tensor
+    ) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """Carry the potentials from level ``cur`` down to level ``to`` (child = parent's value):
+        ``(to, f, g)`` with ``f``, ``g`` on level ``to``."""
+        while cur < to:
+            f, g = f[self.xs[cur].parent], g[self.ys[cur].parent]
+            cur += 1
+        return cur, f, g
+
+
+def _ladder(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    reach: float,
+    target_reach: float | None,
+    diameter: float,
+    blur: float,
+    coarse_clusters: int,
+    truncate: float,
+) -> _Ladder:
+    """The :class:`_Ladder` of ``x (N, D)`` with masses ``a (N,)`` and ``y (M, D)`` with ``b (M,)``
+    (arguments as :func:`sinkhorn_multiscale`'s; ``target_reach`` None is ``reach``): grids of
+    :func:`grid_cells` anchored at the clouds' joint lower corner."""
+    target_reach = reach if target_reach is None else target_reach
+    origin = torch.minimum(x.min(0).values, y.min(0).values)
+    cells = grid_cells(x, y, origin, diameter, blur, coarse_clusters)
+    xs, ys = hierarchy(x, a, cells, origin), hierarchy(y, b, cells, origin)
+    # The damping factors of (1) and (2), functions of eps.
+    damping_x = partial(damping_factor, reach=reach)
+    damping_y = partial(damping_factor, reach=target_reach)
+    return _Ladder(xs, ys, cells, truncate, damping_x, damping_y)
+
+
+def _start(ladder: _Ladder, eps: float, warm: WarmStart | None) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """The level and the potentials ``(level, f, g)`` the annealing starts from at the first
+    temperature ``eps``: level 0 and the trivial plan's potentials, or those of ``warm`` averaged
+    onto the level of ``eps``."""
+    xs, ys = ladder.xs, ladder.ys
+    x = xs[-1].points
+    cur = 0 if warm is None else ladder.level_of(eps)
+    if warm is None:  # potentials of the trivial plan at the largest temperature
+        f = ladder.update_f(cur, eps, torch.zeros(len(ys[cur].points), dtype=x.dtype, device=x.device))
+        g = ladder.update_g(cur, eps, torch.zeros(len(xs[cur].points), dtype=x.dtype, device=x.device))
+    else:  # the nearby problem's potentials, averaged onto the start level
+        f = restrict(xs, cur, warm.f[:, None])[:, 0]
+        g = restrict(ys, cur, warm.g[:, None])[:, 0]
+    return cur, f, g
+
+
 def sinkhorn_multiscale(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -144,76 +239,29 @@ def sinkhorn_multiscale(
         The potentials on the points, the points' reducer (for the barycentres of the
         matching), and the warm start of a next problem.
     """
-
-    target_reach = reach if target_reach is None else target_reach
-
-    def damping_x(eps: float) -> float:
-        return damping_factor(eps, reach)
-
-    def damping_y(eps: float) -> float:
-        return damping_factor(eps, target_reach)
-
     start = diameter if warm is None else max(warm.blur, blur)
     schedule = epsilon_schedule(start, blur, scaling)
-    origin = torch.minimum(x.min(0).values, y.min(0).values)
-    cells = grid_cells(x, y, origin, diameter, blur, coarse_clusters)
-    xs, ys = hierarchy(x, a, cells, origin), hierarchy(y, b, cells, origin)
-    points_level = len(cells)
-    reducers: dict[int, BlockReducer] = {}
-
-    def reducer(level: int) -> BlockReducer:
-        """The level's blocks, cut once."""
-        if level not in reducers:
-            reducers[level] = BlockReducer(xs[level].points, ys[level].points, truncate)
-        return reducers[level]
-
-    def level_of(eps: float) -> int:
-        """Coarsest level whose cell is at most the blur (level 0 for the largest blurs)."""
-        blur_k = math.sqrt(eps)
-        fine_enough = [i for i, c in enumerate(cells) if c <= blur_k]
-        return fine_enough[0] if fine_enough else points_level
-
-    def update_f(level: int, eps: float, g: torch.Tensor) -> torch.Tensor:
-        """(1) on ``level``: ``f = damping_x * softmin(C, log b + g / eps)``."""
-        return damping_x(eps) * reducer(level).softmin(eps, ys[level].log_mass + g / eps, rows_are_x=True)
-
-    def update_g(level: int, eps: float, f: torch.Tensor) -> torch.Tensor:
-        """(2) on ``level``: ``g = damping_y * softmin(C^T, log a + f / eps)``."""
-        return damping_y(eps) * reducer(level).softmin(eps, xs[level].log_mass + f / eps, rows_are_x=False)
-
-    eps = schedule[0]
-    cur = 0 if warm is None else level_of(eps)
-    if warm is None:  # potentials of the trivial plan at the largest temperature
-        f = update_f(cur, eps, torch.zeros(len(ys[cur].points), dtype=x.dtype, device=x.device))
-        g = update_g(cur, eps, torch.zeros(len(xs[cur].points), dtype=x.dtype, device=x.device))
-    else:  # the nearby problem's potentials, averaged onto the start level
-        f = restrict(xs, cur, warm.f[:, None])[:, 0]
-        g = restrict(ys, cur, warm.g[:, None])[:, 0]
-
-    def descend(to: int) -> None:
-        """Carry the potentials from level ``cur`` down to level ``to`` (child = parent's value)."""
-        nonlocal cur, f, g
-        while cur < to:
-            f, g = f[xs[cur].parent], g[ys[cur].parent]
-            cur += 1
-
+    ladder = _ladder(x, y, a, b, reach, target_reach, diameter, blur, coarse_clusters, truncate)
+    cur, f, g = _start(ladder, schedule[0], warm)
     iterations = 0
     # Annealing: symmetric (averaged) updates of (1)-(2), each on its level.
     for eps in schedule:
-        descend(level_of(eps))
-        ft, gt = update_f(cur, eps, g), update_g(cur, eps, f)
+        cur, f, g = ladder.descend(cur, ladder.level_of(eps), f, g)
+        ft, gt = ladder.update_f(cur, eps, g), ladder.update_g(cur, eps, f)
         f, g = (f + ft) / 2, (g + gt) / 2
         iterations += 1
     eps = schedule[-1]
-    descend(points_level)
+    points_level = ladder.points_level
+    cur, f, g = ladder.descend(cur, points_level, f, g)
     converged = False
     # Fixed-point iterations at the final temperature on certified term lists (made from the
     # points' blocks; the first iteration, whose potentials jump the most, on the blocks).
-    lists = ListReducer(reducer(points_level), xs[-1].points, ys[-1].points)
+    xp, yp = ladder.xs[-1], ladder.ys[-1]
+    lists = ListReducer(ladder.reducer(points_level), xp.points, yp.points)
     for k in range(max_iter):
-        red = reducer(points_level) if k == 0 else lists
-        f_new = damping_x(eps) * red.softmin(eps, ys[-1].log_mass + g / eps, rows_are_x=True)
-        g_new = damping_y(eps) * red.softmin(eps, xs[-1].log_mass + f_new / eps, rows_are_x=False)
+        red = ladder.reducer(points_level) if k == 0 else lists
+        f_new = ladder.damping_x(eps) * red.softmin(eps, yp.log_mass + g / eps, rows_are_x=True)
+        g_new = ladder.damping_y(eps) * red.softmin(eps, xp.log_mass + f_new / eps, rows_are_x=False)
         change = max((f_new - f).abs().max().item(), (g_new - g).abs().max().item())
         f, g = f_new, g_new
         iterations += 1

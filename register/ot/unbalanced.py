@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -113,14 +114,9 @@ def sinkhorn(
     """
     softmin = SOFTMIN[backend]
     log_a, log_b = a.log(), b.log()
-
-    target_reach = reach if target_reach is None else target_reach
-
-    def damping_x(eps: float) -> float:
-        return damping_factor(eps, reach)
-
-    def damping_y(eps: float) -> float:
-        return damping_factor(eps, target_reach)
+    # The damping factors of (1) and (2), functions of eps.
+    damping_x = partial(damping_factor, reach=reach)
+    damping_y = partial(damping_factor, reach=reach if target_reach is None else target_reach)
 
     if init_g is None:
         schedule = epsilon_schedule(diameter, blur, scaling)

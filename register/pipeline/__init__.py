@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from register.config import PipelineConfig, load_config
+from register.config import PipelineConfig, from_dict, load_config
 from register.core.pointcloud import PointCloud
 from register.core.transforms import Affine
 from register.errors import InputError
@@ -54,6 +54,8 @@ def register(
     device: str = "auto",
     seed: int = 0,
     on_stage: Callable[[str, str], None] | None = None,
+    weights: str | None = None,
+    labels: str | None = None,
 ) -> Result:
     """Register ``source`` onto ``target``.
 
@@ -66,6 +68,10 @@ def register(
         seed: seed of every random subsample, an integer >= 0 (results are reproducible for a
             seed).
         on_stage: called as ``on_stage(name, "start" | "done")`` (the CLI's progress display).
+        weights: a point attribute of both clouds used as per-point mass (e.g. ``"radius"``);
+            replaces ``pipeline.weights`` (and the attribute must exist). ``None``: the config's.
+        labels: a point attribute of both clouds holding integer labels: points match only
+            points of their own label (``pipeline.labels``). ``None``: the config's.
 
     With ``pipeline.fallback`` set (the ``lung`` preset), a first result whose reliability
     report is suspect, or whose matched mass (source or target) is below
@@ -83,9 +89,11 @@ def register(
             coordinates, a point far beyond the rest of its cloud) or config value.
     """
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise InputError(f"seed = {seed!r}: must be a non-negative integer")
-    cfg = load_config(config) if isinstance(config, str) else config
+        raise InputError(f"seed={seed!r}: must be a non-negative integer")
+    cfg = _with_arguments(load_config(config) if isinstance(config, str) else config, weights, labels)
     fallback = fallback_config(cfg)
+    if fallback is not None:  # the arguments describe the data: the second run uses them too
+        fallback = _with_arguments(fallback, weights, labels)
     src, tgt = as_cloud(source, "source"), as_cloud(target, "target")
     if src.points.shape[1] != tgt.points.shape[1]:
         raise InputError(
@@ -99,6 +107,24 @@ def register(
     first = once.register_once(src, tgt, cfg, init, device, seed, notify, early=fallback is not None)
     if fallback is None:
         return first
+    return _with_fallback(first, src, tgt, cfg, fallback, init, device, seed, notify)
+
+
+def _with_arguments(cfg: PipelineConfig, weights: str | None, labels: str | None) -> PipelineConfig:
+    """``cfg`` with the ``weights`` / ``labels`` arguments of :func:`register` (checked like the
+    config's own values)."""
+    table = {}
+    if weights is not None:
+        table.update(weights=weights, weights_optional=False)
+    if labels is not None:
+        table["labels"] = labels
+    return from_dict({"pipeline": table}, origin="arguments", base=cfg) if table else cfg
+
+
+def _with_fallback(first, src, tgt, cfg, fallback, init, device, seed, notify) -> Result:
+    """The result kept when ``pipeline.fallback`` is set: ``first`` (a :class:`Result`, or the
+    reasons it stopped after its affine stage), or the run with the ``fallback`` settings when
+    :func:`fallback_reasons` calls for it (see :func:`register`)."""
     if isinstance(first, list):  # abandoned after its affine stage, for these reasons
         reasons, first = first, None
     else:

@@ -22,9 +22,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        raise InputError(f"device={device!r}: CUDA is not available on this machine; use device='cpu'")
     if device != "cpu" and not device.startswith("cuda"):
-        raise InputError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+        raise InputError(f"device={device!r}: expected auto, cpu, cuda or cuda:N")
     return device
 
 
@@ -37,7 +37,7 @@ def masses(cloud: PointCloud, name: str) -> np.ndarray:
     try:
         return read_weights(cloud, name)
     except InputError as exc:
-        raise InputError(f"--weights {name}: {exc}") from None
+        raise InputError(f"pipeline.weights = {name!r}: {exc}") from None
 
 
 def feature(cloud: PointCloud, name: str) -> np.ndarray | None:
@@ -49,7 +49,9 @@ def feature(cloud: PointCloud, name: str) -> np.ndarray | None:
     try:
         return read_weights(cloud, name)
     except InputError as exc:
-        raise InputError(f"--stages flow: the flow model reads the point attribute '{name}': {exc}") from None
+        raise InputError(
+            f"pipeline.stages has 'flow': the flow model reads the point attribute '{name}': {exc}"
+        ) from None
 
 
 # How far beyond the bulk of a cloud a point may lie, in extents of the cloud's central 98 %.
@@ -131,19 +133,19 @@ def match_classes(src: PointCloud, tgt: PointCloud, name: str) -> tuple[np.ndarr
         if name not in cloud.point_data:
             have = ", ".join(sorted(cloud.point_data)) or "none"
             raise InputError(
-                f"{cloud.label}: no point attribute '{name}' for --labels (attributes: {have}); "
-                "give both clouds the label attribute or drop --labels"
+                f"{cloud.label}: no point attribute '{name}' for pipeline.labels (attributes: {have}); "
+                "give both clouds the label attribute, or match without labels"
             )
         values = np.asarray(cloud.point_data[name], dtype=np.float64)
         if values.ndim != 1 or not np.isfinite(values).all() or (values != np.round(values)).any():
             raise InputError(
-                f"{cloud.label}: attribute '{name}' must hold one integer label per point for --labels"
+                f"{cloud.label}: attribute '{name}' must hold one integer label per point for pipeline.labels"
             )
         out.append(values.astype(np.int64))
     shared = np.intersect1d(out[0], out[1])
     if len(shared) == 0:
         raise InputError(
-            f"--labels {name}: the source's labels {sorted(set(out[0].tolist()))[:8]} and the target's "
+            f"pipeline.labels = {name!r}: the source's labels {sorted(set(out[0].tolist()))[:8]} and the target's "
             f"{sorted(set(out[1].tolist()))[:8]} have none in common; nothing could match"
         )
     return out[0], out[1]

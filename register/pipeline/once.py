@@ -80,7 +80,16 @@ def _frames(ctx: Context, state: State, rng: np.random.Generator, notify) -> Sta
     tail = [s for s in cfg.pipeline.stages if s != "affine"]
     frames = cfg.flow.axes if "flow" in tail else cfg.flow.axes[:1]
     runs = [
-        run_stages(tail, ctx, State(state.current), copy.deepcopy(rng), notify, axes=axes) for axes in frames
+        run_stages(
+            tail,
+            ctx,
+            State(state.current),
+            copy.deepcopy(rng),
+            notify,
+            axes=axes,
+            tag=f"frame {axes}" if len(frames) > 1 else "",
+        )
+        for axes in frames
     ]
     best = 0
     if len(runs) > 1:

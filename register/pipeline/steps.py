@@ -171,15 +171,18 @@ def run_stages(
     rng: np.random.Generator,
     notify: Callable[[str, str], None],
     axes: str | None = None,
+    tag: str = "",
 ) -> State:
     """Run the stages ``names`` in order on ``state`` (changed in place and returned); ``axes``:
-    the flow network's frame. ``notify(name, "start" | "done")`` around each stage."""
+    the flow network's frame. ``notify(name, "start" | "done")`` around each stage, the name
+    followed by `` (tag)`` when ``tag`` is given (e.g. the candidate frame)."""
     t_start = time.perf_counter()
     for name in names:
-        notify(name, "start")
+        shown = f"{name} ({tag})" if tag else name
+        notify(shown, "start")
         t0 = time.perf_counter()
         fields = STAGES[name].run(ctx, state, rng, axes)
         state.records.append({"name": name, "seconds": time.perf_counter() - t0, **fields})
-        notify(name, "done")
+        notify(shown, "done")
     state.seconds += time.perf_counter() - t_start
     return state

@@ -63,30 +63,30 @@ class FlowResult:
 
 
 def load_flow_model(cfg: FlowConfig, device: str = "cpu") -> FlowModel:
-    """The model named by ``flow.model``; :class:`InputError` naming ``--stages`` otherwise."""
+    """The model named by ``flow.model``; :class:`InputError` naming ``pipeline.stages`` otherwise."""
     from register.models.registry import load_model
 
     try:
         return load_model(cfg.model, device, option="flow.model")
     except InputError as exc:
-        raise InputError(f"--stages flow: {exc}") from None
+        raise InputError(f"pipeline.stages has 'flow': {exc}") from None
 
 
 def check_inputs(model: FlowModel, n_source: int, n_target: int, dim: int, cfg: FlowConfig) -> None:
     """Refuse clouds the network cannot take (2-D, or too few points), before any work."""
     if dim != 3:
         raise InputError(
-            f"--stages flow: the flow network works on 3-D clouds, these are {dim}-D; drop 'flow'"
+            f"pipeline.stages has 'flow': the flow network works on 3-D clouds, these are {dim}-D; drop 'flow'"
         )
     need = model.net.cfg.min_points()
     have = min(n_source, n_target, cfg.points or model.points)
     if have < need:
         if min(n_source, n_target) < need:  # the clouds themselves are too small
-            fix = "run without it: --stages affine,spline"
+            fix = "run without it: pipeline.stages = ['affine', 'spline']"
         else:
-            fix = f"raise flow.points to at least {need}, or run without it: --stages affine,spline"
+            fix = f"raise flow.points to at least {need}, or run without it: pipeline.stages = ['affine', 'spline']"
         raise InputError(
-            f"--stages flow: the flow network needs at least {need} points per cloud, got {have} "
+            f"pipeline.stages has 'flow': the flow network needs at least {need} points per cloud, got {have} "
             f"(source {n_source}, target {n_target}, flow.points = {cfg.points}); {fix}"
         )
 
@@ -134,7 +134,7 @@ def flow_predict(
     w = a[ix] * np.exp(-(landing**2) / (2 * cfg.sigma**2))
     if not w.sum() > 0:
         raise InputError(
-            "--stages flow: the network's flow sends every point far from the target; drop 'flow'"
+            "pipeline.stages has 'flow': the network's flow sends every point far from the target; drop 'flow'"
         )
     ic = subsample_indices(len(z), cfg.max_controls, rng)
     fld = fit_kernel_field(z, flow, w, z[ic], cfg.sigma, cfg.regularization)

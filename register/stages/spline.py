@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,6 +76,27 @@ class _Level:
     target: Clusters
 
 
+def _levels(
+    cfg: SplineConfig, ms: MatchSettings, ys: np.ndarray, bs: np.ndarray, cy: np.ndarray | None
+) -> Iterator[tuple[float, float, _Level]]:
+    """The stage's levels, coarse to fine, as ``(sigma, cell, level)`` (data units; ``cell``: side
+    of the voxel clusters, 0: the points), the target ``ys (M, D)`` with masses ``bs (M,)``
+    (classes ``cy (M,)`` or None) clustered at ``cell`` when the level is reached."""
+    n_levels = len(cfg.blurs)
+    for sigma, blur, reach, cap in zip(
+        per_level(cfg.sigmas, n_levels),
+        cfg.blurs,
+        floored(per_level(cfg.reach, n_levels), ys, cfg.reach_floor),
+        per_level(cfg.max_iter, n_levels),
+        strict=True,
+    ):
+        # Matching on voxel clusters of side cluster * blur (``cluster`` 0: on the points); the
+        # field is fitted to the clusters' displacements with their summed weights.
+        cell = cfg.cluster * blur
+        target = cluster(ys, bs, cell, cy)
+        yield sigma, cell, _Level(blur, reach, reach * cfg.target_reach_ratio, ms.capped(cap), target)
+
+
 def _displacements(lv: _Level, source: Clusters, debias: bool, warm=None):
     """Matching of ``source`` onto the level's target, and the data of (4):
     ``(matches, d (V, D), w (V,))``. With ``debias`` the displacement is ``T_xy - T_xx``: the
@@ -98,6 +120,64 @@ def _displacements(lv: _Level, source: Clusters, debias: bool, warm=None):
         own = lv.ms.self_match(source.points, source.masses, lv.blur, lv.reach, source.classes)
         d -= to_numpy(own.targets) - source.points
     return matches, d, source.masses * to_numpy(matches.confidence)
+
+
+def _controls(z: np.ndarray, ic: np.ndarray, sigma: float, cfg: SplineConfig) -> np.ndarray:
+    """The round's control points ``(C, D)``: voxel centroids of ``z (N, D)`` at
+    ``cfg.control_spacing * sigma`` when at most ``cfg.max_controls`` voxels hold points, else
+    the fixed subsample ``z[ic]``."""
+    grid = grid_controls(z, cfg.control_spacing * sigma, cfg.max_controls) if cfg.control_spacing else None
+    return z[ic] if grid is None else grid
+
+
+def _fit_round(
+    z: np.ndarray,
+    source: Clusters,
+    d: np.ndarray,
+    w: np.ndarray,
+    controls: np.ndarray,
+    sigma: float,
+    cfg: SplineConfig,
+    shared: SharedSamples | None,
+    rng: np.random.Generator,
+) -> tuple[KernelField | None, dict | None]:
+    """One round's field, (4) fitted to the displacements ``d (V, D)`` with weights ``w (V,)``
+    of the matched ``source`` (current points ``z (N, D)``) on ``controls``, as ``(field,
+    check)``; with ``shared`` (``cfg.holdout``) and unless the clouds share samples, after the
+    held-out check (``check``: its record; ``field`` None: the round is dropped)."""
+    factor = 1.0
+    joined = None
+    check = None
+    if shared is not None and not shared(z):
+        fit = _FoldFitter(source.points, d, w, controls, sigma, cfg.regularization)
+        in_a = folds(len(d), rng)
+        verdict = check_round(source.points, d, w, in_a, fit)
+        check = {"factor": verdict.factor, "gain": verdict.gain, "se": verdict.se}
+        if verdict.factor is None:
+            return None, check
+        factor = verdict.factor
+        joined = fit.joined(in_a)
+    if joined is not None:  # the folds' equations summed: no third K^T W K (wide kernels:
+        # each fold aggregated per voxel on its own, the same O((cell / sigma)^2) error)
+        return joined.solve(cfg.regularization * factor), check
+    return fit_kernel_field(source.points, d, w, controls, sigma, cfg.regularization * factor), check
+
+
+def _level_record(sigma: float, lv: _Level, controls: int, matches, rounds: list[dict] | None) -> dict:
+    """A level's entry of :attr:`SplineResult.levels`: its settings, the controls of its last
+    fitted round (0: none), the cost and Sinkhorn iterations of its last matching ``matches``
+    (:class:`register.ot.Matches`) and, with ``cfg.holdout``, the held-out checks' records."""
+    record = {
+        "sigma": sigma,
+        "blur": lv.blur,
+        "reach": lv.reach,
+        "max_iter": lv.ms.max_iter,
+        "controls": controls,
+    }
+    record.update(cost=matches.cost, sinkhorn_iterations=matches.iterations)
+    if rounds is not None:
+        record["holdout"] = rounds
+    return record
 
 
 def spline_robot(
@@ -131,24 +211,13 @@ def spline_robot(
     ys, bs, iy = subsample(y, b, cfg.max_points, rng)
     cz, cy = (None, None) if classes is None else (classes[0][ix], classes[1][iy])
     ic = subsample_indices(len(z), cfg.max_controls, rng)
-    n_levels = len(cfg.blurs)
     fields, levels = [], []
     matches = None
     dropped = 0  # rounds dropped in a row by the held-out check
     shared = SharedSamples(ys) if cfg.holdout else None  # skips the check on shared samples
-    for sigma, blur, reach, cap in zip(
-        per_level(cfg.sigmas, n_levels),
-        cfg.blurs,
-        floored(per_level(cfg.reach, n_levels), ys, cfg.reach_floor),
-        per_level(cfg.max_iter, n_levels),
-        strict=True,
-    ):
-        # Matching on voxel clusters of side cluster * blur (``cluster`` 0: on the points); the
-        # field is fitted to the clusters' displacements with their summed weights.
-        cell = cfg.cluster * blur
-        lv = _Level(blur, reach, reach * cfg.target_reach_ratio, ms.capped(cap), cluster(ys, bs, cell, cy))
-        record = {"sigma": sigma, "blur": blur, "reach": reach, "max_iter": lv.ms.max_iter, "controls": 0}
-        rounds = []
+    for sigma, cell, lv in _levels(cfg, ms, ys, bs, cy):
+        n_controls = 0
+        rounds = []  # the held-out checks' records
         for _ in range(cfg.iterations):
             source = cluster(z, az, cell, cz)
             if cell > 0:
@@ -157,39 +226,20 @@ def spline_robot(
             if not w.sum() > 0:
                 log.warning("spline level sigma=%.4g: no confident match; level skipped", sigma)
                 continue
-            grid = (
-                grid_controls(z, cfg.control_spacing * sigma, cfg.max_controls)
-                if cfg.control_spacing
-                else None
-            )
-            controls = z[ic] if grid is None else grid
-            factor = 1.0
-            joined = None
-            if shared is not None and not shared(z):
-                fit = _FoldFitter(source.points, d, w, controls, sigma, cfg.regularization)
-                in_a = folds(len(d), rng)
-                verdict = check_round(source.points, d, w, in_a, fit)
-                rounds.append({"factor": verdict.factor, "gain": verdict.gain, "se": verdict.se})
-                if verdict.factor is None:
-                    dropped += 1
-                    log.info("spline level sigma=%.4g: round dropped by the held-out check", sigma)
-                    break
-                factor = verdict.factor
-                joined = fit.joined(in_a)
+            controls = _controls(z, ic, sigma, cfg)
+            fld, check = _fit_round(z, source, d, w, controls, sigma, cfg, shared, rng)
+            if check is not None:
+                rounds.append(check)
+            if fld is None:
+                dropped += 1
+                log.info("spline level sigma=%.4g: round dropped by the held-out check", sigma)
+                break
             dropped = 0
-            if joined is not None:  # the folds' equations summed: no third K^T W K (wide kernels:
-                # each fold aggregated per voxel on its own, the same O((cell / sigma)^2) error)
-                fld = joined.solve(cfg.regularization * factor)
-            else:
-                fld = fit_kernel_field(source.points, d, w, controls, sigma, cfg.regularization * factor)
-            record["controls"] = len(controls)
+            n_controls = len(controls)
             z = fld.apply(z)
             fields.append(fld)
-        record.update(cost=matches.cost, sinkhorn_iterations=matches.iterations)
-        if cfg.holdout:
-            record["holdout"] = rounds
-        levels.append(record)
-        log.info("spline level sigma=%.4g blur=%.4g cost=%.4g", sigma, blur, matches.cost)
+        levels.append(_level_record(sigma, lv, n_controls, matches, rounds if cfg.holdout else None))
+        log.info("spline level sigma=%.4g blur=%.4g cost=%.4g", sigma, lv.blur, matches.cost)
         if dropped >= HOLDOUT_PATIENCE:
             log.info("spline stage stopped: %d rounds in a row dropped by the held-out check", dropped)
             break

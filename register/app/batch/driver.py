@@ -27,19 +27,13 @@ from pathlib import Path
 
 from register.app.batch.job import PairJob, check_complete, record_crash, remove
 from register.app.batch.manifest import PairSpec
-from register.app.batch.summary import (
-    BATCH_FILE,
-    SUMMARY_CSV,
-    SUMMARY_JSON,
-    atomic_text,
-    counts,
-    row_of,
-    write_summary,
-)
+from register.app.batch.summary import BATCH_FILE, SUMMARY_CSV, SUMMARY_JSON, counts, row_of, write_summary
 from register.errors import InputError
 
 LOCK_FILE = ".batch.lock"
 BATCH_VERSION = 1
+# ``on_event(event, job, record)`` of :func:`run_batch`.
+Notify = Callable[[str, PairJob, dict | None], None]
 
 
 @dataclass(frozen=True)
@@ -155,7 +149,7 @@ def _locked(outdir: Path) -> Iterator[None]:
 
 def _clean_temporaries(outdir: Path) -> list[Path]:
     """Remove the hidden temporaries interrupted runs left (we hold the lock: none is live)."""
-    from register.app.outputs import stale_temporaries
+    from register.app.staging import stale_temporaries
 
     stale = [*stale_temporaries(outdir), *outdir.glob(".*.log.partial"), *outdir.glob(".*.tmp")]
     for path in stale:
@@ -174,7 +168,7 @@ def run_batch(
     options: BatchOptions | None = None,
     *,
     manifest: Path | None = None,
-    on_event: Callable[[str, PairJob, dict | None], None] | None = None,
+    on_event: Notify | None = None,
 ) -> tuple[list[dict], dict]:
     """Run every pair of ``jobs`` that is not complete; returns the summary rows and batch info.
 
@@ -193,6 +187,8 @@ def run_batch(
         ``(rows, batch)``: one summary row per job, in order, and the ``batch`` table of
         ``summary.json`` (runner, times, counts).
     """
+    from register.io._common import atomic_write
+
     outdir = Path(outdir)
     retries = options.retries if options else 0
     notify = on_event or (lambda event, job, record: None)
@@ -200,25 +196,11 @@ def run_batch(
     t0, started = time.perf_counter(), _now()
     with _locked(outdir):
         _clean_temporaries(outdir)
-        batch = {
-            "format_version": BATCH_VERSION,
-            "manifest": str(manifest) if manifest else None,
-            "outdir": str(outdir.resolve()),
-            "pairs": [job.id for job in jobs],
-            "options": asdict(options) if options else None,
-            "runner": runner.describe(),
-            "started": started,
-        }
-        atomic_text(outdir / BATCH_FILE, json.dumps(batch, indent=2) + "\n")
+        batch = _batch_record(jobs, outdir, runner, options, manifest, started)
+        text = json.dumps(batch, indent=2) + "\n"
+        atomic_write(outdir / BATCH_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         rows = {job.id: row_of(None, job.id) for job in jobs}
-        queue: deque[PairJob] = deque()
-        for job in jobs:
-            record, _reason = check_complete(job)
-            if record is not None:
-                rows[job.id] = row_of(record, job.id, "skipped")
-                notify("skipped", job, record)
-            else:
-                queue.append(job)
+        queue = _incomplete(jobs, rows, notify)
 
         def save() -> None:
             batch.update(finished=_now(), wall_seconds=time.perf_counter() - t0)
@@ -227,35 +209,83 @@ def run_batch(
             write_summary(outdir, table, batch)
 
         save()
-        running = 0
-        submitted: dict[str, float] = {}
         try:
-            while queue or running:
-                while queue and running < runner.capacity:
-                    job = replace(queue.popleft(), threads=runner.threads)
-                    submitted[job.id] = time.time()
-                    runner.submit(job)
-                    running += 1
-                    notify("started", job, None)
-                for job, record in runner.wait():
-                    running -= 1
-                    if record.get("error_kind") == "crash":
-                        _complete_crash_record(record, submitted[job.id])
-                        record_crash(job, record)
-                    if (
-                        record["status"] != "ok"
-                        and record.get("error_kind") != "input"
-                        and job.attempt <= retries
-                    ):
-                        queue.appendleft(job.retry())
-                        notify("retry", job, record)
-                        continue
-                    rows[job.id] = row_of(record, job.id, "ran")
-                    notify("done", job, record)
-                    save()
+            _run_queue(queue, runner, retries, rows, notify, save)
         finally:
             save()
     return [rows[job.id] for job in jobs], batch
+
+
+def _batch_record(
+    jobs: list[PairJob],
+    outdir: Path,
+    runner,
+    options: BatchOptions | None,
+    manifest: Path | None,
+    started: str,
+) -> dict:
+    """What ``batch.json`` records: the pairs, options, runner and start time (UTC)."""
+    return {
+        "format_version": BATCH_VERSION,
+        "manifest": str(manifest) if manifest else None,
+        "outdir": str(outdir.resolve()),
+        "pairs": [job.id for job in jobs],
+        "options": asdict(options) if options else None,
+        "runner": runner.describe(),
+        "started": started,
+    }
+
+
+def _incomplete(jobs: list[PairJob], rows: dict[str, dict], notify: Notify) -> deque[PairJob]:
+    """The jobs to run, in order; a complete one (:func:`check_complete`) gets its ``skipped``
+    row in ``rows`` instead."""
+    queue: deque[PairJob] = deque()
+    for job in jobs:
+        record, _reason = check_complete(job)
+        if record is not None:
+            rows[job.id] = row_of(record, job.id, "skipped")
+            notify("skipped", job, record)
+        else:
+            queue.append(job)
+    return queue
+
+
+def _run_queue(
+    queue: deque[PairJob],
+    runner,
+    retries: int,
+    rows: dict[str, dict],
+    notify: Notify,
+    save: Callable[[], None],
+) -> None:
+    """Run the queued jobs, at most ``runner.capacity`` at a time, until none is left or running.
+
+    A pair whose worker died gets its failure folder (:func:`record_crash`); one that failed
+    for a reason other than bad input goes back to the front of the queue while its attempts
+    are at most ``retries``; any other finished pair gets its ``ran`` row in ``rows``, then
+    ``save()`` writes the summary.
+    """
+    running = 0
+    submitted: dict[str, float] = {}
+    while queue or running:
+        while queue and running < runner.capacity:
+            job = replace(queue.popleft(), threads=runner.threads)
+            submitted[job.id] = time.time()
+            runner.submit(job)
+            running += 1
+            notify("started", job, None)
+        for job, record in runner.wait():
+            running -= 1
+            if record.get("error_kind") == "crash":
+                _complete_crash_record(record, submitted[job.id])
+                record_crash(job, record)
+            if record["status"] != "ok" and record.get("error_kind") != "input" and job.attempt <= retries:
+                queue.appendleft(job.retry())
+                notify("retry", job, record)
+                continue
+            rows[job.id] = row_of(record, job.id, "ran")
+            notify("done", job, record)
+            save()
 
 
 def _complete_crash_record(record: dict, submitted: float) -> None:

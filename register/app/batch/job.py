@@ -26,6 +26,8 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -46,6 +48,8 @@ RELIABILITY_FIELDS = (
     "log_jacobian_std",
 )
 _CHUNK = 1 << 20
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,7 @@ def _file_table(folder: Path) -> dict[str, dict]:
 
 def _write_status(folder: Path, record: dict, spec: dict) -> None:
     from register.app.outputs import json_safe
+    from register.io._common import atomic_write
 
     status = {
         "format_version": STATUS_VERSION,
@@ -158,9 +163,8 @@ def _write_status(folder: Path, record: dict, spec: dict) -> None:
         "spec": spec,
         "files": _file_table(folder),
     }
-    tmp = folder / f".{STATUS}.tmp"
-    tmp.write_text(json.dumps(json_safe(status), indent=2) + "\n")
-    os.replace(tmp, folder / STATUS)
+    text = json.dumps(json_safe(status), indent=2) + "\n"
+    atomic_write(folder / STATUS, lambda tmp: tmp.write_text(text))
 
 
 def read_status(folder: Path) -> dict | None:
@@ -260,7 +264,35 @@ def run_pair(job: PairJob) -> dict:
         "threads": job.threads,
     }
     record = dict(base)
-    spec: dict = {}
+    spec: dict = {}  # the pair's fingerprint, once computed (a failure before it records {})
+    with _pair_log(job) as (log_path, handler):
+
+        def commit(tmp: Path) -> None:
+            """Put the log and, last, ``status.json`` into the folder about to be committed."""
+            record["finished"] = _now()
+            record["wall_seconds"] = time.perf_counter() - t0
+            log.info("pair %s: %s after %.1f s", job.id, record["status"], record["wall_seconds"])
+            handler.flush()
+            shutil.copyfile(log_path, tmp / LOG)
+            _write_status(tmp, record, spec)
+
+        try:
+            _register(job, record, spec, commit)
+        except Exception as exc:
+            record.clear()
+            record.update(base, error_kind="input" if isinstance(exc, InputError) else "error")
+            record["error"] = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+            log.error("pair %s failed: %s\n%s", job.id, record["error"], traceback.format_exc())
+            _failure_folder(job, commit, record)
+    return record
+
+
+@contextmanager
+def _pair_log(job: PairJob) -> Iterator[tuple[Path, logging.Handler]]:
+    """Send this thread's records of the ``register`` loggers to a hidden
+    ``.<id>.<hex>.log.partial`` file beside the pair's folder (the level lowered to INFO if it
+    is higher); yields its path and handler. The handler is removed and closed and the file
+    deleted when the block ends, however it ends."""
     log_path = job.outdir / f".{job.id}.{uuid.uuid4().hex[:12]}.log.partial"
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -269,68 +301,58 @@ def run_pair(job: PairJob) -> dict:
     logger.addHandler(handler)
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
-    log = logging.getLogger(__name__)
-
-    def commit(tmp: Path) -> None:
-        """Put the log and, last, ``status.json`` into the folder about to be committed."""
-        record["finished"] = _now()
-        record["wall_seconds"] = time.perf_counter() - t0
-        log.info("pair %s: %s after %.1f s", job.id, record["status"], record["wall_seconds"])
-        handler.flush()
-        shutil.copyfile(log_path, tmp / LOG)
-        _write_status(tmp, record, spec)
-
     try:
-        from register.app.outputs import check_output, write_result
-        from register.app.run import execute, input_files, prepare, result_size
-
-        spec = fingerprint(job)
-        log.info("pair %s, attempt %d, on %s (pid %d)", job.id, job.attempt, base["host"], base["pid"])
-        log.info("settings %s", json.dumps(spec))
-        request = job.request()
-        # The pair's folder is checked before the registration and committed by the one routine
-        # of register run (an earlier result of the pair is replaced, nothing else).
-        out = check_output(job.folder, overwrite=True, inputs=input_files(request), label=f"pair {job.id}")
-        inputs = prepare(request)
-        out.check_space(result_size(inputs))
-        out.check_writers(inputs.source)
-        with torch_threads(job.threads):  # restored after: the worker runs other pairs
-            result, metrics = execute(inputs)
-        record.update(status="ok", **_record_of(job, metrics))
-
-        def add_extras(tmp: Path) -> None:
-            if job.images:
-                from register.app.viz import render
-
-                src, tgt = inputs.source.points, inputs.target.points
-                render(src, tgt, result.warped, screenshot=tmp / IMAGE, title=job.id)
-            commit(tmp)
-
-        write_result(out, inputs.source, result, metrics, before_commit=add_extras)
-    except Exception as exc:
-        record.clear()
-        record.update(base, error_kind="input" if isinstance(exc, InputError) else "error")
-        record["error"] = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-        log.error("pair %s failed: %s\n%s", job.id, record["error"], traceback.format_exc())
-        _failure_folder(job, commit, record)
+        yield log_path, handler
     finally:
         logger.removeHandler(handler)
         handler.close()
         log_path.unlink(missing_ok=True)
-    return record
+
+
+def _register(job: PairJob, record: dict, spec: dict, commit: Callable[[Path], None]) -> None:
+    """Register the pair and commit its folder: the result files, the QA picture, then
+    ``commit(tmp)`` (log and ``status.json``). Fills ``spec`` (:func:`fingerprint`) first and
+    ``record`` with the success fields; raises on any failure (nothing committed)."""
+    from register.app.output_folder import check_output
+    from register.app.outputs import write_result
+    from register.app.run import execute, input_files, prepare, result_size
+
+    spec.update(fingerprint(job))
+    log.info("pair %s, attempt %d, on %s (pid %d)", job.id, job.attempt, record["host"], record["pid"])
+    log.info("settings %s", json.dumps(spec))
+    request = job.request()
+    # The pair's folder is checked before the registration and committed by the one routine
+    # of register run (an earlier result of the pair is replaced, nothing else).
+    out = check_output(job.folder, overwrite=True, inputs=input_files(request), label=f"pair {job.id}")
+    inputs = prepare(request)
+    out.check_space(result_size(inputs))
+    out.check_writers(inputs.source)
+    with torch_threads(job.threads):  # restored after: the worker runs other pairs
+        result, metrics = execute(inputs)
+    record.update(status="ok", **_record_of(job, metrics))
+
+    def add_extras(tmp: Path) -> None:
+        if job.images:
+            from register.app.viz import render
+
+            src, tgt = inputs.source.points, inputs.target.points
+            render(src, tgt, result.warped, screenshot=tmp / IMAGE, title=job.id)
+        commit(tmp)
+
+    write_result(out, inputs.source, result, metrics, before_commit=add_extras)
 
 
 def _failure_folder(job: PairJob, fill, record: dict) -> None:
     """Commit the folder of a failed pair (``fill(tmp)`` writes it); a pair folder that may not be
     replaced (it holds files register did not write) is left as it is, the record says so."""
-    from register.app.outputs import atomic_folder
+    from register.app.output_folder import atomic_folder
 
     try:
         with atomic_folder(job.folder, overwrite=True) as tmp:
             fill(tmp)
     except InputError as exc:
         record["error"] = f"{record['error']} (no failure folder written: {exc})"
-        logging.getLogger(__name__).error("pair %s: %s", job.id, exc)
+        log.error("pair %s: %s", job.id, exc)
 
 
 def record_crash(job: PairJob, record: dict) -> None:
@@ -339,7 +361,7 @@ def record_crash(job: PairJob, record: dict) -> None:
     The pair's log up to the crash (its hidden ``.<id>.*.log.partial`` file) becomes its
     ``register.log``; hidden temporaries of the pair are removed.
     """
-    from register.app.outputs import stale_temporaries
+    from register.app.staging import stale_temporaries
 
     logs = sorted(job.outdir.glob(f".{job.id}.*.log.partial"), key=lambda p: p.stat().st_mtime)
 

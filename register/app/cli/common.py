@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,59 @@ Verbose = Annotated[
         "-v", "--verbose", help="Print the traceback of an unexpected error.", rich_help_panel=ADVANCED
     ),
 ]
+
+
+# Library messages name a Python argument as ``name=value`` (``register.errors``); the options of
+# the command line that set those arguments. Configuration keys (``spline.sigmas``) stay as they
+# are: ``--set`` takes them.
+OPTION_OF_ARGUMENT = {
+    "config": "--pipeline",
+    "device": "--device",
+    "seed": "--seed",
+    "overrides": "--set",
+    "drop_nan": "--drop-nan",
+    "labels": "--labels",
+}
+
+
+# Configuration keys that have an option of their own: named as the option.
+OPTION_OF_KEY = {
+    "pipeline.weights": "--weights",
+    "pipeline.labels": "--labels",
+    "pipeline.backend": "--backend",
+    "pipeline.stages": "--stages",
+}
+
+
+def _key_as_option(text: str) -> str:
+    """``pipeline.weights = 'radius'`` -> ``--weights radius``; ``pipeline.stages has 'flow'`` ->
+    ``--stages flow``; ``pipeline.stages = ['affine', 'spline']`` -> ``--stages affine,spline``;
+    the bare key -> the option."""
+    for key, flag in OPTION_OF_KEY.items():
+        k = re.escape(key)
+        text = re.sub(
+            rf"{k} = \[([^\]]*)\]",
+            lambda m, flag=flag: f"{flag} " + m.group(1).replace("'", "").replace(", ", ","),
+            text,
+        )
+        text = re.sub(rf"{k} (?:=|has) '([^'\s]*)'", rf"{flag} \1", text)
+        text = re.sub(rf"{k}(?![\w.])", flag, text)
+    return text
+
+
+def cli_message(text: str) -> str:
+    """``text`` with each library argument named as its option: ``device='cuda'`` -> ``--device
+    cuda``, ``drop_nan=True`` -> ``--drop-nan``, ``overrides:`` -> ``--set:``; and the keys of
+    :data:`OPTION_OF_KEY` with a value, as their options."""
+    text = _key_as_option(text)
+    for name, flag in OPTION_OF_ARGUMENT.items():
+        free = rf"(?<![\w.-]){name}"  # not part of a longer name or of a config key
+        text = re.sub(rf"{free}=True\b", flag, text)
+        text = re.sub(rf"{free}='([^'\s]*)'", rf"{flag} \1", text)
+        text = re.sub(rf"{free}=(?=[)\s,;]|$)", flag, text)
+        text = re.sub(rf"{free}=", f"{flag} ", text)
+        text = re.sub(rf"{free}:", f"{flag}:", text)
+    return text
 
 
 def stderr_console():
@@ -97,7 +151,7 @@ def guarded(command):
         except (typer.Exit, typer.Abort):  # the command's own exit code
             raise
         except InputError as exc:
-            raise fail(str(exc)) from None
+            raise fail(cli_message(str(exc))) from None
         except Exception as exc:
             if out_of_memory(exc):
                 raise fail(

@@ -4,6 +4,7 @@ output folder, with a progress display and a summary table."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -267,6 +268,9 @@ def _register_with_progress(inputs, quiet):
 
     if quiet:
         return execute(inputs)
+    console = stderr_console()
+    if not console.is_terminal:  # a log file: one timestamped line per step
+        return execute(inputs, on_stage=_step_logger())
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -278,11 +282,39 @@ def _register_with_progress(inputs, quiet):
 
         def on_stage(name: str, state: str) -> None:
             if state == "start":
-                tasks[name] = progress.add_task(STEP_LABELS.get(name, f"{name} RobOT"), total=1)
+                tasks[name] = progress.add_task(step_label(name), total=1)
             else:
                 progress.update(tasks[name], completed=1)
 
         return execute(inputs, on_stage=on_stage)
+
+
+def step_label(name: str) -> str:
+    """The label of a step: ``spline`` -> ``spline RobOT``; ``flow (frame x,y,z)`` -> ``flow
+    network (frame x,y,z)`` (a stage run once per candidate frame of the flow network)."""
+    stage, _, tag = name.partition(" (")
+    label = STEP_LABELS.get(stage, f"{stage} RobOT")
+    return f"{label} ({tag}" if tag else label
+
+
+def _step_logger():
+    """The ``on_stage`` callback when stderr is a file: a flushed, timestamped line per started
+    and finished step (with its seconds)."""
+    import datetime
+    import time
+
+    started: dict[str, float] = {}
+
+    def on_stage(name: str, state: str) -> None:
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        if state == "start":
+            started[name] = time.perf_counter()
+            text = "started"
+        else:
+            text = f"done in {time.perf_counter() - started.pop(name, time.perf_counter()):.1f} s"
+        print(f"{now} {step_label(name)}: {text}", file=sys.stderr, flush=True)
+
+    return on_stage
 
 
 def _print_summary(summary: dict) -> None:

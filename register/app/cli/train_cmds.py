@@ -118,9 +118,12 @@ def train_command(
     from register.pipeline import resolve_device
 
     device = resolve_device(device)
-    _set_threads(threads)
+    _check_threads(threads)
     command = _command_line(settings, out, threads)
-    result = _train_with_progress(settings, out, resume, overwrite, device, command, quiet)
+    from register.core.threads import torch_threads
+
+    with torch_threads(threads):  # restored after: the caller's count is its own
+        result = _train_with_progress(settings, out, resume, overwrite, device, command, quiet)
     if not quiet:
         _print_result(result, preset)
 
@@ -135,15 +138,10 @@ def _initial_network(init: Path | None):
     return FlowNetConfig(**read_checkpoint(init, option="--init")["architecture"])
 
 
-def _set_threads(threads: int | None) -> None:
-    """Set torch's CPU threads to --threads (checked), if given."""
-    if threads is None:
-        return
-    if threads < 1:
+def _check_threads(threads: int | None) -> None:
+    """Refuse a --threads below 1."""
+    if threads is not None and threads < 1:
         raise InputError(f"--threads {threads}: must be >= 1")
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def _command_line(settings, out: Path, threads: int | None) -> str:
