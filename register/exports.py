@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from register.core.files import atomic_write
 from register.core.transforms import Affine, Composite, Transform
 from register.errors import InputError
-from register.io._common import atomic_write
 
 MATRIX_EXTENSIONS = (".txt",)
 # The ITK transform files SimpleITK writes by extension (.txt is ITK's text format as well;

@@ -214,7 +214,7 @@ NO_REGISTRATION = (
 
 # `register show` without opening a window (rendering takes seconds): checks what it is given.
 STUB_VIEWER = (
-    "import register.app.viz as _viz\n"
+    "import register.app.viz_show as _viz\n"
     "def _show(view, screenshot=None):\n"
     "    assert view.source.shape == view.warped.shape and len(view.target)\n"
     "_viz.show_result = _show\n"

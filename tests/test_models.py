@@ -293,7 +293,7 @@ def test_too_few_points_for_the_flow_stage_says_how_to_fix_it():
     model = flow_model()
     need = model.net.cfg.min_points()
     with pytest.raises(
-        InputError, match=r"needs at least .*source 10, target 400.*--stages affine,spline"
+        InputError, match=r"needs at least .*source 10, target 400.*pipeline.stages = \['affine', 'spline'\]"
     ) as e:
         check_inputs(model, 10, 400, 3, FlowConfig())
     assert "raise flow.points" not in str(e.value)  # the clouds themselves are too small

@@ -251,3 +251,18 @@ def test_flow_axes_candidates_keep_the_best_fitting_run_and_record_every_score()
     alone = register(pair.source, pair.target, with_overrides(base, [f'flow.axes="{kept}"']), device="cpu")
     np.testing.assert_array_equal(result.warped, alone.warped)
     assert "frame_candidates" not in [s for s in alone.stages if s["name"] == "flow"][0]
+
+
+def test_the_fallback_runs_the_stages_asked_for():
+    """``--stages affine`` with the lung preset: a fallback run (the bundled sample triggers it)
+    has no spline stage either."""
+    from pathlib import Path
+
+    from register.app.run import build_config
+    from register.io import read_points
+
+    root = Path(__file__).resolve().parents[1] / "data_samples"
+    src, tgt = read_points(root / "lung_source.ply"), read_points(root / "lung_target.ply")
+    result = register(src, tgt, build_config("lung", stages="affine"), seed=0)
+    assert result.metrics["fallback"]["triggered_by"]  # the sample triggers the fallback ...
+    assert [s["name"] for s in result.stages] == ["affine"]  # ... which keeps to the affine stage

@@ -24,7 +24,7 @@ from test_cli import assert_input_error, invoke, stderr_of
 from register.app.batch import BatchOptions, plan, read_manifest, run_batch, run_pair
 from register.app.report import write_report
 from register.app.result_reader import read_result
-from register.app.viz import ResultView
+from register.app.viz_show import ResultView
 
 Image = pytest.importorskip("PIL.Image")
 

@@ -12,7 +12,7 @@ Also here: the names register writes into a result folder (:data:`RESULT_FILES`,
 :data:`BATCH_FILES`, :func:`warped_name`) and :func:`atomic_folder`, any folder written all or
 nothing. The temporaries and the rename that never replaces are :mod:`register.app.staging`;
 what goes into a result folder is :mod:`register.app.outputs`; single files are written
-atomically by :func:`register.io._common.atomic_write`.
+atomically by :func:`register.core.files.atomic_write`.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from register.app.train_settings import RESUMABLE_CHANGES, TrainSettings, state_path
+from register.core.files import atomic_write
 from register.errors import InputError
-from register.io._common import atomic_write
 from register.models.card import card_path, model_card
 from register.models.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
 from register.models.pointpwc import FlowNet, count_parameters, init_parameters

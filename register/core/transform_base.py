@@ -19,7 +19,6 @@ import io
 import math
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from register.core.files import atomic_write
 from register.errors import InputError
 
 FORMAT_VERSION = 1
@@ -91,17 +91,7 @@ class Transform:
         arrays["format_version"] = np.array(FORMAT_VERSION)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(buffer.getvalue())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; use the usual permissions
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
     @staticmethod
     def load(path: str | os.PathLike) -> Transform:

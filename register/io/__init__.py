@@ -19,10 +19,11 @@ import functools
 import os
 from pathlib import Path
 
+from register.core.files import atomic_write
 from register.core.pointcloud import PointCloud
 from register.errors import InputError
 from register.io import images, lidar, meshes, numpy_io, pcd, ply, ply_write, text, vtk_legacy, vtk_xml
-from register.io._common import atomic_write, fail
+from register.io._common import fail
 from register.io.registry import Format, FormatRegistry, Reader, Writer
 from register.io.validate import check_cloud, drop_nonfinite
 from register.io.weights import read_weights

@@ -185,7 +185,7 @@ def write_sitk(path: str | os.PathLike[str], image) -> None:
     Raises:
         InputError: not an image extension, missing folder, or the write failed.
     """
-    from register.io._common import atomic_write
+    from register.core.files import atomic_write
 
     path = Path(path)
     _check_path(path)

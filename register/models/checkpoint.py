@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from register.core.files import atomic_write
 from register.errors import InputError
-from register.io._common import atomic_write
 from register.models.normalise import Frame, Normalisation
 from register.models.pointpwc import FlowNet, FlowNetConfig
 

@@ -42,11 +42,12 @@ def fallback_config(cfg: PipelineConfig) -> PipelineConfig | None:
             f"pipeline.fallback = {cfg.pipeline.fallback!r}: those settings have a fallback of their own "
             f"({fallback.pipeline.fallback!r}); a fallback must not"
         )
-    if cfg.pipeline.labels:  # the labels describe the data: the second run uses them too
-        fallback = dataclasses.replace(
-            fallback, pipeline=dataclasses.replace(fallback.pipeline, labels=cfg.pipeline.labels)
-        )
-    return fallback
+    # The fallback changes how the stages run, not which: the stages asked for (--stages affine
+    # must not end with a spline stage) and the labels, which describe the data, carry over.
+    changes = {"stages": cfg.pipeline.stages}
+    if cfg.pipeline.labels:
+        changes["labels"] = cfg.pipeline.labels
+    return dataclasses.replace(fallback, pipeline=dataclasses.replace(fallback.pipeline, **changes))
 
 
 def run_summary(result) -> dict:

@@ -187,7 +187,7 @@ def run_batch(
         ``(rows, batch)``: one summary row per job, in order, and the ``batch`` table of
         ``summary.json`` (runner, times, counts).
     """
-    from register.io._common import atomic_write
+    from register.core.files import atomic_write
 
     outdir = Path(outdir)
     retries = options.retries if options else 0

@@ -154,7 +154,7 @@ def _file_table(folder: Path) -> dict[str, dict]:
 
 def _write_status(folder: Path, record: dict, spec: dict) -> None:
     from register.app.outputs import json_safe
-    from register.io._common import atomic_write
+    from register.core.files import atomic_write
 
     status = {
         "format_version": STATUS_VERSION,
@@ -333,10 +333,11 @@ def _register(job: PairJob, record: dict, spec: dict, commit: Callable[[Path], N
 
     def add_extras(tmp: Path) -> None:
         if job.images:
-            from register.app.viz import render
+            from register.app.viz import figures_of, render
 
             src, tgt = inputs.source.points, inputs.target.points
-            render(src, tgt, result.warped, screenshot=tmp / IMAGE, title=job.id)
+            figures = figures_of(result, metrics)
+            render(src, tgt, result.warped, screenshot=tmp / IMAGE, title=job.id, **figures)
         commit(tmp)
 
     write_result(out, inputs.source, result, metrics, before_commit=add_extras)

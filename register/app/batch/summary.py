@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 from register.app.batch.job import read_status
@@ -65,9 +64,9 @@ def row_of(record: dict | None, pair_id: str, action: str = "") -> dict:
 
 def atomic_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from register.core.files import atomic_write
+
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_summary(outdir: Path, rows: list[dict], batch: dict) -> None:

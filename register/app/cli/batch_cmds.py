@@ -357,15 +357,31 @@ def show_command(
     overwrite: Annotated[bool, typer.Option(help="Replace the --screenshot file if it exists.")] = False,
     verbose: Verbose = False,
 ) -> None:
-    """Reopen a result in 3-D: source, target and warped source (toggle each), displacement as colour, landmark errors as lines."""
-    from register.app.viz import show_result
+    """Reopen a result in 3-D: source, target and warped source (toggle each), landmark errors as tubes coloured by their length.
 
+    Opening a window needs a display; on a machine without one, render the view with
+    --screenshot FILE.png.
+    """
     if screenshot is not None:
         check_screenshot(screenshot, overwrite)
     from register.app.outputs import read_result
-    from register.app.viz import ResultView
+    from register.app.viz_show import ResultView, show_result
 
-    view = ResultView(**read_result(result, target=target, landmarks=landmarks))
-    show_result(view, screenshot=screenshot)
+    fields = read_result(result, target=target, landmarks=landmarks)
+    fields.setdefault("units", _result_units(result))
+    show_result(ResultView(**fields), screenshot=screenshot)
     if screenshot is not None:
         stderr_console().print(f"wrote {screenshot}", highlight=False, soft_wrap=True)
+
+
+def _result_units(folder: Path) -> str:
+    """The length unit of a result folder: ``pipeline.units`` of its ``config.toml`` (``""``:
+    unknown, shown as data units)."""
+    import tomllib
+
+    try:
+        with (Path(folder) / "config.toml").open("rb") as fh:
+            units = tomllib.load(fh).get("pipeline", {}).get("units", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return units if isinstance(units, str) else ""

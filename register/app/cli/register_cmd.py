@@ -180,6 +180,10 @@ def _run(options: RunOptions) -> dict:
     out = check_output(outdir, overwrite=options.overwrite, inputs=input_files(request))
     if options.screenshot is not None:
         _check_run_screenshot(options.screenshot, options.overwrite, out.path, outdir)
+    if options.show:  # no window can open: say so before the work, not after it
+        from register.app.viz import require_display
+
+        require_display()
     inputs = prepare(request)
     # ... and, once the clouds are read, room for the result and working writers for it.
     out.check_space(result_size(inputs))
@@ -207,14 +211,15 @@ def _write(options: RunOptions, out, inputs, result, metrics) -> Path:
     """Write the result folder (:func:`~register.app.outputs.write_result`), the --screenshot
     before it and the --show window after; the warped source's path."""
     from register.app.outputs import write_result
-    from register.app.viz import render
+    from register.app.viz import figures_of, render
 
     src, tgt = inputs.source, inputs.target
     screenshot = options.screenshot
     title = f"{options.request.source.name} -> {options.request.target.name}"
     if screenshot is not None:
         # Rendered before the results are written: a rendering error leaves no output folder.
-        render(src.points, tgt.points, result.warped, screenshot=screenshot, title=title)
+        figures = figures_of(result, metrics)
+        render(src.points, tgt.points, result.warped, screenshot=screenshot, title=title, **figures)
     try:
         warped_path = write_result(out, src, result, metrics)
     except BaseException:
@@ -222,7 +227,7 @@ def _write(options: RunOptions, out, inputs, result, metrics) -> Path:
             screenshot.unlink(missing_ok=True)
         raise
     if options.show:
-        from register.app.viz import ResultView, show_result
+        from register.app.viz_show import ResultView, show_result
 
         view = ResultView.from_result(src.points, tgt.points, result, inputs.landmarks, title=title)
         show_result(view)
