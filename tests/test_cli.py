@@ -708,3 +708,19 @@ def test_step_labels_name_the_candidate_frame():
 
     assert step_label("spline") == "spline RobOT"
     assert step_label("flow (frame z,-x,-y)") == "flow network (frame z,-x,-y)"
+
+
+def test_json_on_failure_is_an_object_naming_the_file_or_option(tmp_path):
+    """With --json, a failing command still answers on stdout: error, exit code, and the file or
+    option the message names (the same line is on stderr)."""
+    missing = tmp_path / "nosuch.ply"
+    result = invoke(["run", missing, missing, "-o", tmp_path / "out", "--json"])
+    assert result.exit_code == 2
+    answer = json.loads(result.stdout)
+    assert answer["exit_code"] == 2 and answer["file"] == str(missing) and "not found" in answer["error"]
+    assert answer["error"] in stderr_of(result).replace("\n", " ") or "error:" in stderr_of(result)
+    src, tgt = write_pair(tmp_path)
+    result = invoke(["run", src, tgt, "-o", tmp_path / "out2", "--json", "--device", "cuda:99"])
+    if result.exit_code == 2:  # no such CUDA device here (or none at all)
+        answer = json.loads(result.stdout)
+        assert answer["option"] == "--device" and answer["exit_code"] == 2

@@ -92,8 +92,26 @@ def stderr_console():
     return Console(stderr=True)
 
 
-def fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
-    """Print ``error: message`` (one line) on stderr; the :class:`typer.Exit` to raise."""
+def error_subject(message: str) -> dict:
+    """What a one-line error names first: ``{"option": "--device"}`` for ``--device cuda: ...``,
+    ``{"file": PATH}`` for ``PATH: ...`` (a path that exists or has a folder or suffix), else ``{}``."""
+    head = message.split(": ", 1)[0] if ": " in message else ""
+    if head.startswith("-"):
+        return {"option": head.split()[0]}
+    path = Path(head) if head else None
+    if path is not None and (path.exists() or (" " not in head and ("/" in head or path.suffix))):
+        return {"file": head}
+    return {}
+
+
+def fail(message: str, code: int = EXIT_INPUT, *, as_json: bool = False) -> typer.Exit:
+    """Print ``error: message`` (one line) on stderr and, with ``as_json`` (the command's
+    ``--json``), the JSON object ``{"error", "exit_code", "option" | "file"}`` on stdout, so a
+    script reading stdout gets an answer on failure too; the :class:`typer.Exit` to raise."""
+    if as_json:
+        import json
+
+        print(json.dumps({"error": message, "exit_code": code, **error_subject(message)}), flush=True)
     try:
         from rich.markup import escape
 
@@ -146,12 +164,13 @@ def guarded(command):
 
     @functools.wraps(command)
     def run_command(*args, **kwargs):
+        as_json = bool(kwargs.get("json_out"))
         try:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):  # the command's own exit code
             raise
         except InputError as exc:
-            raise fail(cli_message(str(exc))) from None
+            raise fail(cli_message(str(exc)), EXIT_INPUT, as_json=as_json) from None
         except Exception as exc:
             if out_of_memory(exc):
                 raise fail(
@@ -159,6 +178,7 @@ def guarded(command):
                     "affine.max_points=2000 --set spline.max_points=2000, or subsample the clouds), "
                     "free memory, or use a machine with more",
                     EXIT_FAILED,
+                    as_json=as_json,
                 ) from None
             if kwargs.get("verbose"):
                 stderr_console().print_exception()
@@ -166,6 +186,7 @@ def guarded(command):
                 f"unexpected {first_line(exc)}. This is a bug: run again with -v for the "
                 "traceback and report it",
                 EXIT_FAILED,
+                as_json=as_json,
             ) from None
 
     return run_command
