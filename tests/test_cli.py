@@ -701,6 +701,10 @@ def test_progress_is_one_timestamped_line_per_step_when_stderr_is_a_file(run):
     for label in ("affine RobOT", "spline RobOT", "reliability report"):
         assert any(re.fullmatch(rf"{stamp} {label}: started", line) for line in lines), lines
         assert any(re.fullmatch(rf"{stamp} {label}: done in [\d.]+ s", line) for line in lines), lines
+    for label in ("affine RobOT", "spline RobOT"):  # the stages' levels as they pass
+        assert any(re.fullmatch(rf"{stamp} {label}: level 1/\d after [\d.]+ s", line) for line in lines), (
+            lines
+        )
 
 
 def test_step_labels_name_the_candidate_frame():

@@ -266,3 +266,19 @@ def test_the_fallback_runs_the_stages_asked_for():
     result = register(src, tgt, build_config("lung", stages="affine"), seed=0)
     assert result.metrics["fallback"]["triggered_by"]  # the sample triggers the fallback ...
     assert [s["name"] for s in result.stages] == ["affine"]  # ... which keeps to the affine stage
+
+
+def test_on_stage_reports_each_stage_level_as_it_passes():
+    """``on_stage`` sees start, ``level 0/n`` ... ``level n/n`` and done for the affine and
+    spline stages (the progress display's counter and time left)."""
+    events = []
+    x = _tree_points(300, 3)
+    cfg = _cfg(
+        pipeline={"length_unit": "relative"},
+        affine={"blurs": [0.1, 0.05]},
+        spline={"sigmas": [0.2, 0.1, 0.05], "blurs": [0.05, 0.02, 0.01]},
+    )
+    register(x, x + 1.0, cfg, on_stage=lambda name, state: events.append((name, state)))
+    for stage, n in (("affine", 2), ("spline", 3)):
+        mine = [state for name, state in events if name == stage]
+        assert mine == ["start", *(f"level {k}/{n}" for k in range(n + 1)), "done"], mine

@@ -208,7 +208,7 @@ def execute(inputs: Inputs, on_stage: Callable[[str, str], None] | None = None):
 
     Args:
         inputs: from :func:`prepare`.
-        on_stage: progress callback ``on_stage(name, "start" | "done")``.
+        on_stage: progress callback ``on_stage(name, "start" | "level k/n" | "done")``.
 
     Returns:
         ``(result, metrics)``: the :class:`~register.pipeline.Result` and the content of

@@ -67,7 +67,8 @@ def register(
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         seed: seed of every random subsample, an integer >= 0 (results are reproducible for a
             seed).
-        on_stage: called as ``on_stage(name, "start" | "done")`` (the CLI's progress display).
+        on_stage: called as ``on_stage(name, "start" | "level k/n" | "done")`` (the CLI's
+            progress display; ``level`` as the stage's levels pass).
         weights: a point attribute of both clouds used as per-point mass (e.g. ``"radius"``);
             replaces ``pipeline.weights`` (and the attribute must exist). ``None``: the config's.
         labels: a point attribute of both clouds holding integer labels: points match only

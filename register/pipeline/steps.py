@@ -22,6 +22,9 @@ from register.stages.common import MatchSettings
 from register.stages.flow import FlowResult, flow_predict
 from register.stages.spline import SplineResult, spline_robot
 
+# ``on_level(done, total)``: a stage's levels as they pass (progress displays).
+Levels = Callable[[int, int], None]
+
 
 @dataclass(frozen=True)
 class Context:
@@ -77,7 +80,7 @@ class State:
         return float(self.cost) if self.cost is not None else chamfer(self.current, target)
 
 
-def _affine(ctx: Context, state: State, rng: np.random.Generator, axes: str | None) -> dict:
+def _affine(ctx: Context, state: State, rng: np.random.Generator, axes: str | None, on_level: Levels) -> dict:
     res = affine_robot(
         state.current,
         ctx.target,
@@ -88,6 +91,7 @@ def _affine(ctx: Context, state: State, rng: np.random.Generator, axes: str | No
         rng=rng,
         init=ctx.init,
         classes=ctx.classes,
+        on_level=on_level,
     )
     state.steps.append(res.transform)
     state.current = res.transform.apply(state.current)
@@ -100,7 +104,7 @@ def _affine(ctx: Context, state: State, rng: np.random.Generator, axes: str | No
     }
 
 
-def _flow(ctx: Context, state: State, rng: np.random.Generator, axes: str | None) -> dict:
+def _flow(ctx: Context, state: State, rng: np.random.Generator, axes: str | None, on_level: Levels) -> dict:
     res = flow_predict(
         state.current,
         ctx.target,
@@ -125,7 +129,7 @@ def _flow(ctx: Context, state: State, rng: np.random.Generator, axes: str | None
     }
 
 
-def _spline(ctx: Context, state: State, rng: np.random.Generator, axes: str | None) -> dict:
+def _spline(ctx: Context, state: State, rng: np.random.Generator, axes: str | None, on_level: Levels) -> dict:
     # The spline stage's classes: the flow network has none.
     res = spline_robot(
         state.current,
@@ -136,6 +140,7 @@ def _spline(ctx: Context, state: State, rng: np.random.Generator, axes: str | No
         ctx.match,
         rng=rng,
         classes=ctx.classes,
+        on_level=on_level,
     )
     state.steps.extend(res.fields)
     state.confidence, state.conf_points, state.cost = res.confidence, res.indices, res.cost
@@ -145,11 +150,12 @@ def _spline(ctx: Context, state: State, rng: np.random.Generator, axes: str | No
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage: its name in ``pipeline.stages``, the function that runs it, the config table
-    it reads (``settings``) and what its library function returns (``result``)."""
+    """One stage: its name in ``pipeline.stages``, the function that runs it (``run(ctx, state,
+    rng, axes, on_level)``), the config table it reads (``settings``) and what its library
+    function returns (``result``)."""
 
     name: str
-    run: Callable[[Context, State, np.random.Generator, str | None], dict]
+    run: Callable[[Context, State, np.random.Generator, str | None, Levels], dict]
     settings: type
     result: type
 
@@ -174,14 +180,17 @@ def run_stages(
     tag: str = "",
 ) -> State:
     """Run the stages ``names`` in order on ``state`` (changed in place and returned); ``axes``:
-    the flow network's frame. ``notify(name, "start" | "done")`` around each stage, the name
-    followed by `` (tag)`` when ``tag`` is given (e.g. the candidate frame)."""
+    the flow network's frame. ``notify(name, "start" | "done")`` around each stage and
+    ``notify(name, "level k/n")`` as its levels pass (stages with levels), the name followed by
+    `` (tag)`` when ``tag`` is given (e.g. the candidate frame)."""
     t_start = time.perf_counter()
     for name in names:
         shown = f"{name} ({tag})" if tag else name
         notify(shown, "start")
         t0 = time.perf_counter()
-        fields = STAGES[name].run(ctx, state, rng, axes)
+        fields = STAGES[name].run(
+            ctx, state, rng, axes, lambda done, total, s=shown: notify(s, f"level {done}/{total}")
+        )
         state.records.append({"name": name, "seconds": time.perf_counter() - t0, **fields})
         notify(shown, "done")
     state.seconds += time.perf_counter() - t_start

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -148,6 +149,7 @@ def affine_robot(
     rng: np.random.Generator,
     init: Affine | None = None,
     classes: tuple[np.ndarray, np.ndarray] | None = None,
+    on_level: Callable[[int, int], None] | None = None,
 ) -> AffineResult:
     """Fit an affine map from ``x`` onto ``y`` by robust OT matching, coarse to fine.
 
@@ -159,8 +161,10 @@ def affine_robot(
             set, replaces their ``max_iter``.
         rng: seeded generator for the subsamples.
         init: starting transform (default: identity, or the best multi-start).
-        classes: ``(N,)`` and ``(M,)`` integer classes (``--labels``): points match points of
+        classes: ``(N,)`` and ``(M,)`` integer classes (``pipeline.labels``): points match points of
             their own class only.
+        on_level: called as ``on_level(done, total)`` before the first level and after each
+            (progress displays).
 
     Returns:
         :class:`AffineResult`.
@@ -180,11 +184,14 @@ def affine_robot(
     levels = []
     cost = float("nan")
     matches = None
+    report = on_level or (lambda done, total: None)
+    report(0, len(cfg.blurs))
     for blur, reach in zip(
         cfg.blurs, floored(per_level(cfg.reach, len(cfg.blurs)), y, cfg.reach_floor), strict=True
     ):
         transform, matches = _run_level(x, y, a, b, transform, blur, reach, cfg, ms, matches, classes)
         cost = matches.cost
         levels.append({"blur": blur, "reach": reach, "cost": cost, "sinkhorn_iterations": matches.iterations})
+        report(len(levels), len(cfg.blurs))
         log.info("affine level blur=%.4g reach=%.4g cost=%.4g", blur, reach, cost)
     return AffineResult(transform, cost, levels, start, time.perf_counter() - t0)

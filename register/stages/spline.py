@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -190,6 +190,7 @@ def spline_robot(
     *,
     rng: np.random.Generator,
     classes: tuple[np.ndarray, np.ndarray] | None = None,
+    on_level: Callable[[int, int], None] | None = None,
 ) -> SplineResult:
     """Fit a smooth displacement field moving ``x`` onto ``y``, coarse kernel to fine.
 
@@ -200,8 +201,10 @@ def spline_robot(
             ``cfg.max_iter``, when set, replaces their ``max_iter`` in that level's matchings;
             the last level's in the final confidence matching).
         rng: seeded generator for subsamples (and the held-out folds of ``cfg.holdout``).
-        classes: ``(N,)`` and ``(M,)`` integer classes (``--labels``): points match points of
+        classes: ``(N,)`` and ``(M,)`` integer classes (``pipeline.labels``): points match points of
             their own class only; voxel clusters never mix classes.
+        on_level: called as ``on_level(done, total)`` before the first level and after each
+            (progress displays; a stage stopped by the held-out check ends below ``total``).
 
     Returns:
         :class:`SplineResult`.
@@ -215,6 +218,8 @@ def spline_robot(
     matches = None
     dropped = 0  # rounds dropped in a row by the held-out check
     shared = SharedSamples(ys) if cfg.holdout else None  # skips the check on shared samples
+    report = on_level or (lambda done, total: None)
+    report(0, len(cfg.sigmas))
     for sigma, cell, lv in _levels(cfg, ms, ys, bs, cy):
         n_controls = 0
         rounds = []  # the held-out checks' records
@@ -239,6 +244,7 @@ def spline_robot(
             z = fld.apply(z)
             fields.append(fld)
         levels.append(_level_record(sigma, lv, n_controls, matches, rounds if cfg.holdout else None))
+        report(len(levels), len(cfg.sigmas))
         log.info("spline level sigma=%.4g blur=%.4g cost=%.4g", sigma, lv.blur, matches.cost)
         if dropped >= HOLDOUT_PATIENCE:
             log.info("spline stage stopped: %d rounds in a row dropped by the held-out check", dropped)

@@ -266,8 +266,18 @@ STEP_LABELS = {
 
 
 def _register_with_progress(inputs, quiet):
-    """:func:`~register.app.run.execute`, with a spinner per step on stderr unless ``quiet``."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    """:func:`~register.app.run.execute`, with a line per step on stderr unless ``quiet``: its
+    level counter (``3/4``), elapsed time and, once a level has passed, the time left (from the
+    levels' pace so far)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from register.app.run import execute
 
@@ -279,17 +289,25 @@ def _register_with_progress(inputs, quiet):
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
+        BarColumn(bar_width=12),
+        MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=stderr_console(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=console,
         transient=False,
     ) as progress:
         tasks = {}
 
         def on_stage(name: str, state: str) -> None:
             if state == "start":
-                tasks[name] = progress.add_task(step_label(name), total=1)
+                tasks[name] = progress.add_task(step_label(name), total=None)
+            elif state.startswith("level "):
+                done, total = (int(v) for v in state.split()[1].split("/"))
+                progress.update(tasks[name], completed=done, total=total)
             else:
-                progress.update(tasks[name], completed=1)
+                total = progress.tasks[tasks[name]].total or 1
+                progress.update(tasks[name], completed=total, total=total)
 
         return execute(inputs, on_stage=on_stage)
 
@@ -315,6 +333,10 @@ def _step_logger():
         if state == "start":
             started[name] = time.perf_counter()
             text = "started"
+        elif state.startswith("level "):
+            if state.startswith("level 0/"):
+                return
+            text = f"{state} after {time.perf_counter() - started.get(name, time.perf_counter()):.1f} s"
         else:
             text = f"done in {time.perf_counter() - started.pop(name, time.perf_counter()):.1f} s"
         print(f"{now} {step_label(name)}: {text}", file=sys.stderr, flush=True)
