@@ -377,12 +377,11 @@ def _panel_texts(
 
 def _save_screenshot(plotter, path: Path) -> None:
     """Render ``plotter`` off-screen into ``path`` atomically; closes the plotter."""
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    from register.core.files import atomic_write
+
     try:
-        plotter.screenshot(str(tmp))
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: plotter.screenshot(str(tmp)), suffix=".png")
     except Exception as exc:
-        tmp.unlink(missing_ok=True)
         raise InputError(
             f"--screenshot {path}: rendering failed ({exc}); see README 'Headless rendering'"
         ) from exc
