@@ -268,6 +268,19 @@ def render(
         plotter.show()
 
 
+# The colour bar of a QA panel: horizontal, under the points, five labels.
+BAR_LAYOUT = {
+    "color": "black",
+    "position_x": 0.15,
+    "position_y": 0.075,
+    "width": 0.7,
+    "height": 0.05,
+    "n_labels": 5,
+    "fmt": "%.3g",
+    "vertical": False,
+}
+
+
 def _qa_plotter(
     source,
     target,
@@ -328,18 +341,7 @@ def _qa_plotter(
             clim=clim,
             point_size=size,
             render_points_as_spheres=True,
-            scalar_bar_args={
-                "title": key,
-                "color": "black",
-                "position_x": 0.15,
-                "position_y": 0.075,
-                "width": 0.7,
-                "height": 0.05,
-                "n_labels": 5,
-                "fmt": "%.3g",
-                "label_font_size": int(2 * font),
-                "vertical": False,
-            },
+            scalar_bar_args={**BAR_LAYOUT, "title": key, "label_font_size": int(2 * font)},
         )
         label = plotter.add_text(
             bar_title, position=(0.5, 0.065), viewport=True, font_size=font, color="black"
