@@ -77,7 +77,7 @@ def test_keops_agrees_with_dense(reach):
 
 def test_block_partition_covers_every_point_once_in_small_tight_blocks():
     """The k-d blocks hold each point exactly once, at most ``size`` per block, and round-trip."""
-    from register.kernels.blocks import make_blocks
+    from register.kernels.partition import make_blocks
 
     x, _ = _clouds(1000, 1)
     blocks = make_blocks(x, size=32)
@@ -210,7 +210,7 @@ def test_auto_backend_choice_and_its_reason():
 def test_nested_block_partitions_share_one_order_and_nest():
     """Row and column blocks come from one k-d partition: same point order, and every small
     leaf lies inside one large leaf, each of the requested size at most."""
-    from register.kernels.blocks import kd_leaves, kd_nested_leaves
+    from register.kernels.partition import kd_leaves, kd_nested_leaves
 
     x, _ = _clouds(1000, 1)
     order, (coarse, fine) = kd_nested_leaves(x, (64, 16))
@@ -287,7 +287,7 @@ def test_term_lists_leave_wide_kernels_to_the_blocks():
 def test_kd_partition_on_cpu_equals_the_torch_one():
     """The CPU partition (SciPy's k-d tree) and the device-generic torch one put the same points
     in each leaf, for every size (median splits along the widest axis, both)."""
-    from register.kernels.blocks import _kd_nested_leaves_torch, kd_nested_leaves
+    from register.kernels.partition import _kd_nested_leaves_torch, kd_nested_leaves
 
     x, _ = _clouds(3000, 1)
 
@@ -303,7 +303,7 @@ def test_kd_partition_on_cpu_equals_the_torch_one():
 def test_kd_partition_keeps_its_sizes_with_repeated_points():
     """Repeated coordinates (duplicate LiDAR returns, quantised scans) still give leaves of at
     most the requested sizes: a value-median split cannot separate equal points, a rank split can."""
-    from register.kernels.blocks import kd_nested_leaves
+    from register.kernels.partition import kd_nested_leaves
 
     x, _ = _clouds(3000, 1)
     x[:400] = x[0]  # 400 copies of one point

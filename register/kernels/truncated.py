@@ -73,7 +73,7 @@ def near_groups(x, centres, radius: float, group: int = LOCAL_GROUP):
 
 def _split(x, centres, radius: float, group: int):
     """:func:`near_groups`' groups and the fraction of the ``N C`` pairs they keep."""
-    from register.kernels.blocks import kd_leaves
+    from register.kernels.partition import kd_leaves
 
     order, leaf = kd_leaves(x, group)
     ends = leaf.bincount().cumsum(0).tolist()
