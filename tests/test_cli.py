@@ -672,6 +672,7 @@ def test_library_argument_names_become_the_options_in_messages():
     # other config keys stay (--set takes them); a key containing an argument name is left alone
     assert cli_message("spline.sigmas = [inf]: must be finite") == "spline.sigmas = [inf]: must be finite"
     assert cli_message("pipeline.device_hint=1") == "pipeline.device_hint=1"
+    assert cli_message("/data/config=1/src.ply: file not found") == "/data/config=1/src.ply: file not found"
 
 
 def test_library_messages_name_no_command_line_option():

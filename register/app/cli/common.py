@@ -76,7 +76,7 @@ def cli_message(text: str) -> str:
     :data:`OPTION_OF_KEY` with a value, as their options."""
     text = _key_as_option(text)
     for name, flag in OPTION_OF_ARGUMENT.items():
-        free = rf"(?<![\w.-]){name}"  # not part of a longer name or of a config key
+        free = rf"(?<![\w./\\-]){name}"  # not part of a longer name, a config key or a path
         text = re.sub(rf"{free}=True\b", flag, text)
         text = re.sub(rf"{free}='([^'\s]*)'", rf"{flag} \1", text)
         text = re.sub(rf"{free}=(?=[)\s,;]|$)", flag, text)
