@@ -349,6 +349,21 @@ def with_overrides(cfg: PipelineConfig, assignments: list[str]) -> PipelineConfi
     return from_dict(data, origin="overrides", base=cfg)
 
 
+def with_attributes(
+    cfg: PipelineConfig, *, weights: str | None = None, labels: str | None = None, origin: str = "arguments"
+) -> PipelineConfig:
+    """``cfg`` with the point attributes a caller names (``None``: the config's own): ``weights``
+    as per-point mass (``pipeline.weights``, then required: ``weights_optional = false``) and
+    ``labels`` for label-aware matching (``pipeline.labels``); checked like the config's values,
+    ``origin`` naming them in messages."""
+    table: dict[str, Any] = {}
+    if weights is not None:
+        table.update(weights=weights, weights_optional=False)
+    if labels is not None:
+        table["labels"] = labels
+    return from_dict({"pipeline": table}, origin=origin, base=cfg) if table else cfg
+
+
 def to_toml(cfg: PipelineConfig) -> str:
     """Serialise ``cfg`` as TOML (the resolved configuration written next to every result)."""
 

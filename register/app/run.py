@@ -56,6 +56,7 @@ class RunRequest:
         backend: kernel backend, or ``None`` for the pipeline's.
         landmarks: ``(source_landmarks, target_landmarks)`` files, rows in correspondence.
         drop_nan: drop points with NaN/Inf coordinates on reading instead of refusing the file.
+        labels: point attribute of label-aware matching, or ``None`` for the pipeline's.
     """
 
     source: Path
@@ -69,6 +70,7 @@ class RunRequest:
     backend: str | None = None
     landmarks: tuple[Path, Path] | None = None
     drop_nan: bool = False
+    labels: str | None = None
 
 
 @dataclass
@@ -120,19 +122,18 @@ def build_config(
     weights: str | None = None,
     overrides: tuple[str, ...] = (),
     backend: str | None = None,
+    labels: str | None = None,
 ):
     """The checked :class:`~register.config.PipelineConfig`: the preset, then ``stages``, the
-    ``TABLE.KEY=VALUE`` overrides, then ``weights`` and ``backend`` (typed values, checked like
-    the config's own)."""
-    from register.config import from_dict, load_config, with_overrides
+    ``TABLE.KEY=VALUE`` overrides, then ``weights``, ``labels``
+    (:func:`~register.config.with_attributes`) and ``backend`` (typed values, checked like the
+    config's own)."""
+    from register.config import from_dict, load_config, with_attributes, with_overrides
 
     cfg = parse_stages(stages, load_config(pipeline))
     if overrides:
         cfg = with_overrides(cfg, list(overrides))
-    if weights is not None:  # an attribute named on the command line must exist
-        cfg = from_dict(
-            {"pipeline": {"weights": weights, "weights_optional": False}}, origin="command line", base=cfg
-        )
+    cfg = with_attributes(cfg, weights=weights, labels=labels, origin="command line")
     if backend is not None:
         cfg = from_dict({"pipeline": {"backend": backend}}, origin="command line", base=cfg)
     return cfg
@@ -192,7 +193,12 @@ def prepare(request: RunRequest) -> Inputs:
     check_request(request)
     r = request
     cfg = build_config(
-        r.pipeline, stages=r.stages, weights=r.weights, overrides=r.overrides, backend=r.backend
+        r.pipeline,
+        stages=r.stages,
+        weights=r.weights,
+        overrides=r.overrides,
+        backend=r.backend,
+        labels=r.labels,
     )
     src = read_points(request.source, min_points=MIN_POINTS, drop_nan=r.drop_nan)
     tgt = read_points(request.target, min_points=MIN_POINTS, drop_nan=r.drop_nan)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from register.config import PipelineConfig, from_dict, load_config
+from register.config import PipelineConfig, load_config, with_attributes
 from register.core.pointcloud import PointCloud
 from register.core.transforms import Affine
 from register.errors import InputError
@@ -91,10 +91,9 @@ def register(
     """
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise InputError(f"seed={seed!r}: must be a non-negative integer")
-    cfg = _with_arguments(load_config(config) if isinstance(config, str) else config, weights, labels)
+    cfg = load_config(config) if isinstance(config, str) else config
+    cfg = with_attributes(cfg, weights=weights, labels=labels)
     fallback = fallback_config(cfg)
-    if fallback is not None:  # the arguments describe the data: the second run uses them too
-        fallback = _with_arguments(fallback, weights, labels)
     src, tgt = as_cloud(source, "source"), as_cloud(target, "target")
     if src.points.shape[1] != tgt.points.shape[1]:
         raise InputError(
@@ -109,17 +108,6 @@ def register(
     if fallback is None:
         return first
     return _with_fallback(first, src, tgt, cfg, fallback, init, device, seed, notify)
-
-
-def _with_arguments(cfg: PipelineConfig, weights: str | None, labels: str | None) -> PipelineConfig:
-    """``cfg`` with the ``weights`` / ``labels`` arguments of :func:`register` (checked like the
-    config's own values)."""
-    table = {}
-    if weights is not None:
-        table.update(weights=weights, weights_optional=False)
-    if labels is not None:
-        table["labels"] = labels
-    return from_dict({"pipeline": table}, origin="arguments", base=cfg) if table else cfg
 
 
 def _with_fallback(first, src, tgt, cfg, fallback, init, device, seed, notify) -> Result:

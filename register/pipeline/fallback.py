@@ -32,6 +32,10 @@ def fallback_reasons(
     return reasons
 
 
+# Keys of [pipeline] the fallback run takes from the first run's settings.
+CARRIED_OVER = ("stages", "weights", "weights_optional", "labels")
+
+
 def fallback_config(cfg: PipelineConfig) -> PipelineConfig | None:
     """The settings of ``pipeline.fallback`` (None when unset), loaded before any work."""
     if not cfg.pipeline.fallback:
@@ -42,11 +46,10 @@ def fallback_config(cfg: PipelineConfig) -> PipelineConfig | None:
             f"pipeline.fallback = {cfg.pipeline.fallback!r}: those settings have a fallback of their own "
             f"({fallback.pipeline.fallback!r}); a fallback must not"
         )
-    # The fallback changes how the stages run, not which: the stages asked for (--stages affine
-    # must not end with a spline stage) and the labels, which describe the data, carry over.
-    changes = {"stages": cfg.pipeline.stages}
-    if cfg.pipeline.labels:
-        changes["labels"] = cfg.pipeline.labels
+    # The fallback changes how the stages run, not which, nor what the data are: the stages asked
+    # for (--stages affine must not end with a spline stage) and the point attributes used as
+    # masses and labels carry over.
+    changes = {key: getattr(cfg.pipeline, key) for key in CARRIED_OVER}
     return dataclasses.replace(fallback, pipeline=dataclasses.replace(fallback.pipeline, **changes))
 
 

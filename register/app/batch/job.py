@@ -96,16 +96,15 @@ class PairJob:
         from register.app.run import RunRequest
 
         return RunRequest(
-            self.source,
-            self.target,
-            self.pipeline,
-            self.stages,
-            self.weights,
-            self.device,
-            self.seed,
-            self.overrides,
-            None,
-            self.landmarks,
+            source=self.source,
+            target=self.target,
+            pipeline=self.pipeline,
+            stages=self.stages,
+            weights=self.weights,
+            device=self.device,
+            seed=self.seed,
+            overrides=self.overrides,
+            landmarks=self.landmarks,
         )
 
     def retry(self) -> PairJob:

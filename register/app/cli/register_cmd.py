@@ -4,7 +4,6 @@ output folder, with a progress display and a summary table."""
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -16,6 +15,7 @@ from register.app.cli.common import (
     JsonOut,
     check_screenshot,
     guarded,
+    log_line,
     setup_logging,
     stderr_console,
 )
@@ -104,11 +104,8 @@ def run(
 ) -> None:
     """Register SRC onto TGT and write the transform, warped source and deformation field."""
     setup_logging(verbose, quiet or json_out)
-    overrides = list(set_ or [])
-    if labels is not None:
-        if not labels.strip() or '"' in labels:
-            raise InputError(f"--labels {labels!r}: give the name of a point attribute, e.g. --labels label")
-        overrides.append(f'pipeline.labels="{labels}"')
+    if labels is not None and not labels.strip():
+        raise InputError(f"--labels {labels!r}: give the name of a point attribute, e.g. --labels label")
     from register.app.run import RunRequest
 
     request = RunRequest(
@@ -119,7 +116,8 @@ def run(
         weights=weights,
         device=device,
         seed=seed,
-        overrides=tuple(overrides),
+        labels=labels,
+        overrides=tuple(set_ or ()),
         backend=backend,
         landmarks=landmarks,
         drop_nan=drop_nan,
@@ -321,25 +319,24 @@ def step_label(name: str) -> str:
 
 
 def _step_logger():
-    """The ``on_stage`` callback when stderr is a file: a flushed, timestamped line per started
-    and finished step (with its seconds)."""
-    import datetime
+    """The ``on_stage`` callback when stderr is a file: a timestamped line (:func:`log_line`) per
+    started and finished step (with its seconds) and per level passed."""
     import time
 
     started: dict[str, float] = {}
 
     def on_stage(name: str, state: str) -> None:
-        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        now = time.perf_counter()
         if state == "start":
-            started[name] = time.perf_counter()
+            started[name] = now
             text = "started"
+        elif state.startswith("level 0/"):
+            return
         elif state.startswith("level "):
-            if state.startswith("level 0/"):
-                return
-            text = f"{state} after {time.perf_counter() - started.get(name, time.perf_counter()):.1f} s"
+            text = f"{state} after {now - started.get(name, now):.1f} s"
         else:
-            text = f"done in {time.perf_counter() - started.pop(name, time.perf_counter()):.1f} s"
-        print(f"{now} {step_label(name)}: {text}", file=sys.stderr, flush=True)
+            text = f"done in {now - started.pop(name, now):.1f} s"
+        log_line(f"{step_label(name)}: {text}")
 
     return on_stage
 
