@@ -30,11 +30,10 @@ def error_metric(rows: list[dict]) -> tuple[str, str, str]:
     return "chamfer_before", "chamfer_after", "chamfer distance"
 
 
-def cohort_figures(rows: list[dict]) -> dict:
+def cohort_figures(rows: list[dict], metric: tuple[str, str, str], done: list[dict]) -> dict:
     """Counts, mean / median / 95th percentile of the error before and after over the finished
-    pairs, and the total registration time (s)."""
-    before_key, after_key, label = error_metric(rows)
-    done = [r for r in rows if r["status"] == "ok" and r.get(after_key) is not None]
+    pairs ``done`` (those with the ``metric``'s value after), and the total registration time (s)."""
+    before_key, after_key, label = metric
     out: dict = {
         "pairs": len(rows),
         "ok": sum(r["status"] == "ok" for r in rows),
@@ -118,14 +117,9 @@ def _svg(plot_id: str, parts: list[str], description: str) -> str:
     )
 
 
-def _finished(rows: list[dict], key: str) -> list[dict]:
-    return [r for r in rows if r["status"] == "ok" and r.get(key) is not None]
-
-
-def error_plot(rows: list[dict]) -> str:
-    """Plot 1: error before and after per pair, sorted by the error after (bars side by side)."""
-    before_key, after_key, label = error_metric(rows)
-    done = sorted(_finished(rows, after_key), key=lambda r: r[after_key])
+def error_plot(metric: tuple[str, str, str], done: list[dict]) -> str:
+    """Plot 1: error before and after per pair (``done``, sorted by the error after), side by side."""
+    before_key, after_key, label = metric
     top = _nice_max(max([r.get(before_key) or 0.0 for r in done] + [r[after_key] for r in done] + [0.0]))
     ax = _Axes(len(done), top)
     parts = ax.frame(
@@ -151,10 +145,10 @@ def error_plot(rows: list[dict]) -> str:
     return _svg("plot-errors", parts, f"{label} before and after, per pair")
 
 
-def histogram_plot(rows: list[dict]) -> str:
+def histogram_plot(metric: tuple[str, str, str], done: list[dict]) -> str:
     """Plot 2: how many pairs end in each error bin (``BINS`` equal bins from 0)."""
-    _, after_key, label = error_metric(rows)
-    values = np.array([r[after_key] for r in _finished(rows, after_key)], dtype=float)
+    _, after_key, label = metric
+    values = np.array([r[after_key] for r in done], dtype=float)
     top_x = _nice_max(float(values.max()) if len(values) else 1.0)
     counts, edges = np.histogram(values, bins=BINS, range=(0.0, top_x))
     ax = _Axes(BINS, _nice_max(float(counts.max()) if len(values) else 1.0))
@@ -170,10 +164,8 @@ def histogram_plot(rows: list[dict]) -> str:
     return _svg("plot-histogram", parts, f"distribution of the {label} after registration")
 
 
-def seconds_plot(rows: list[dict]) -> str:
+def seconds_plot(done: list[dict]) -> str:
     """Plot 3: registration seconds per pair, in the order of plot 1."""
-    _, after_key, _ = error_metric(rows)
-    done = sorted(_finished(rows, after_key), key=lambda r: r[after_key])
     ax = _Axes(len(done), _nice_max(max([r.get("seconds") or 0.0 for r in done] + [0.0])))
     parts = ax.frame(
         "seconds per pair (the registration)", "seconds", "pairs, in the order of the first plot"
@@ -190,10 +182,20 @@ def seconds_plot(rows: list[dict]) -> str:
 
 def cohort_html(rows: list[dict]) -> str:
     """The summary paragraph and the three plots (nothing to plot: the summary alone)."""
-    fig = cohort_figures(rows)
+    metric = error_metric(rows)
+    after_key = metric[1]
+    # The finished pairs that have the metric, by their error after (the plots' order).
+    done = sorted(
+        (r for r in rows if r["status"] == "ok" and r.get(after_key) is not None), key=lambda r: r[after_key]
+    )
+    fig = cohort_figures(rows, metric, done)
     plots = ""
     if "after" in fig:
         plots = (
-            '<div class="plots">' + error_plot(rows) + histogram_plot(rows) + seconds_plot(rows) + "</div>"
+            '<div class="plots">'
+            + error_plot(metric, done)
+            + histogram_plot(metric, done)
+            + seconds_plot(done)
+            + "</div>"
         )
     return summary_html(fig) + plots

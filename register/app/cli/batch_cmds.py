@@ -5,7 +5,6 @@ a Dask cluster, with its progress bar and table), ``report`` (the HTML page of a
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +19,7 @@ from register.app.cli.common import (
     Verbose,
     check_screenshot,
     guarded,
+    log_line,
     setup_logging,
     stderr_console,
 )
@@ -251,25 +251,22 @@ def pair_line(record: dict) -> str:
 
 def _log_lines(total: int):
     """The ``on_event`` callback that prints one timestamped line per started, finished, retried
-    or skipped pair on stderr, flushed at once (stderr is a file: no progress bar)."""
-    import datetime
-
+    or skipped pair on stderr (:func:`log_line`; stderr is a file: no progress bar)."""
     finished = 0
 
     def on_event(event: str, job, record) -> None:
         nonlocal finished
         if event in ("done", "skipped"):
             finished += 1
-        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         if event == "started":
-            text = f"pair {job.id}: started"
+            text = "started"
         elif event == "done":
-            text = f"pair {job.id}: {pair_line(record)} [{finished}/{total}]"
+            text = f"{pair_line(record)} [{finished}/{total}]"
         elif event == "skipped":
-            text = f"pair {job.id}: complete from an earlier run, skipped [{finished}/{total}]"
+            text = f"complete from an earlier run, skipped [{finished}/{total}]"
         else:
-            text = f"pair {job.id}: attempt {job.attempt} failed, retrying"
-        print(f"{now} {text}", file=sys.stderr, flush=True)
+            text = f"attempt {job.attempt} failed, retrying"
+        log_line(f"pair {job.id}: {text}")
 
     return on_event
 

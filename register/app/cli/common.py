@@ -85,6 +85,15 @@ def cli_message(text: str) -> str:
     return text
 
 
+def log_line(text: str) -> None:
+    """One progress line on stderr when it is a file (a SLURM or nohup log): UTC timestamp, then
+    ``text``, flushed at once so the log shows it while the command runs."""
+    import datetime
+
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    print(f"{now} {text}", file=sys.stderr, flush=True)
+
+
 def stderr_console():
     """The console of progress bars, tables and messages: stderr (stdout carries the answers)."""
     from rich.console import Console
