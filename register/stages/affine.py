@@ -6,8 +6,8 @@ At each level (blur coarse to fine) repeat ``iterations`` times:
        with weights ``a_i c_i`` (outliers and missing parts have ``c_i ~ 0`` and do not pull).
 The fit always maps the *original* source points, so errors do not accumulate.
 With ``multistart``, the first level is run from 28 initial rotations in 3-D (the 24 cube
-rotations and 4 principal-axis alignments; 14 in 2-D) and the start with the lowest robust
-matching cost is kept.
+rotations and 4 principal-axis alignments; 14 in 2-D); the input's pose and the best distinct
+coarse minima run the whole schedule, and the one with the lowest robust matching cost is kept.
 """
 
 from __future__ import annotations
@@ -95,13 +95,29 @@ def _centroid_start(rotation: np.ndarray, x, y, a, b) -> Affine:
     return Affine(rotation, mu_y - rotation @ mu_x)
 
 
+def _distinct(ranked: list, xs: np.ndarray, blur: float) -> list:
+    """The first ``MULTISTART_FINALISTS`` of ``ranked`` (``(score, k, fitted)``, best first) that
+    are distinct poses: a candidate whose fitted map moves the points ``xs`` within ``blur``
+    (root mean square) of an earlier finalist's converged into the same coarse minimum and is
+    skipped, so that the finalists are different minima, not one minimum reached from several
+    starts (a density change can make one wrong pose the coarse best from most starts)."""
+    chosen = []
+    for item in ranked:
+        moved = item[2].apply(xs)
+        if all(np.sqrt(((moved - other[2].apply(xs)) ** 2).sum(1).mean()) > blur for other in chosen):
+            chosen.append(item)
+        if len(chosen) == MULTISTART_FINALISTS:
+            break
+    return chosen
+
+
 def _choose_start(x, y, a, b, cfg: AffineConfig, ms: MatchSettings, rng, classes=None) -> tuple[Affine, int]:
     """Best of the multi-start candidates, on subsamples of ``MULTISTART_POINTS`` points.
 
     Every candidate is fitted at the first (coarsest) level and scored by its robust cost
-    there; the ``MULTISTART_FINALISTS`` best then run the whole blur schedule and the one
-    with the lowest cost at the finest level wins (a coarse cost alone cannot separate
-    near-symmetric poses when many points are outliers).
+    there; the ``MULTISTART_FINALISTS`` best distinct poses (:func:`_distinct`) then run the
+    whole blur schedule and the one with the lowest cost at the finest level wins (a coarse
+    cost alone cannot separate near-symmetric poses when many points are outliers).
     """
     xs, as_, ix = subsample(x, a, MULTISTART_POINTS, rng)
     ys, bs, iy = subsample(y, b, MULTISTART_POINTS, rng)
@@ -125,7 +141,10 @@ def _choose_start(x, y, a, b, cfg: AffineConfig, ms: MatchSettings, rng, classes
         log.debug("multistart candidate %d: coarse cost %.4g", k, score)
         coarse.append((score, k, fitted))
     best = (np.inf, None, -1)
-    for _, k, fitted in sorted(coarse, key=lambda item: item[0])[:MULTISTART_FINALISTS]:
+    # The input's pose (candidate 0, the identity rotation) is always a finalist: its coarse cost
+    # can rank it out of the best four while its fine cost is the lowest.
+    ranked = [coarse[0]] + sorted(coarse[1:], key=lambda item: item[0])
+    for _, k, fitted in _distinct(ranked, xs, cfg.blurs[0]):
         transform, matches = fitted, None
         for blur, reach in zip(cfg.blurs[1:], reaches[1:], strict=True):
             transform, matches = _run_level(
